@@ -1,0 +1,1 @@
+"""{{ cookiecutter.package_name }}: training code for the project's models."""

@@ -1,0 +1,113 @@
+"""The command line: ``configs/default.yaml``, then any ``--config`` files, then ``--key value`` flags.
+
+Built on LightningCLI, so every argument of the DataModule, the model and the Trainer is a config
+key and a flag; ``--help`` lists them and ``--print_config`` shows the resolved result.
+"""
+
+import re
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import lightning as L
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_only
+
+from {{ cookiecutter.package_name }}.hardware import auto_precision, enable_tf32_if_supported
+from {{ cookiecutter.package_name }}.module import Classifier
+
+
+def concise(message: str) -> str:
+    """One line out of jsonargparse's multi-line report: the full key, then the first real reason.
+
+    A failed match against ``Optional[...]`` or a class path lists every alternative it tried;
+    the reader needs the key and what was wrong with the value, not the list.
+    """
+    lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    reasons = [
+        line.removeprefix("- ")
+        for line in lines
+        if not line.startswith(("Parser key", "Does not validate", "Subtypes:", "Errors:", "Given value"))
+        and "NoneType" not in line
+        and not line.startswith("- Problem with given class_path")
+    ]
+    given = next((line for line in lines if line.startswith("Given value:")), None)
+    reason = reasons[0] if reasons else lines[-1]
+    if given and reason.startswith("Expected") and "value" not in reason:
+        reason = f"{reason} ({given[0].lower()}{given[1:]})"
+    return f"{'.'.join(keys)}: {reason}" if keys else reason
+
+
+class ConciseErrorParser(LightningArgumentParser):
+    """Reports a bad key or value in one line instead of the usage text and a nested report."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:
+            super().error(message, ex)
+        sys.stderr.write(f"error: {concise(message)}\n(for every key and its type: {self.prog} --help)\n")
+        raise SystemExit(2)
+
+
+class TrainCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument(
+            "--ckpt_path",
+            type=str | None,
+            default=None,
+            help="Checkpoint to resume training from: a file path, or 'last' for this run's last.ckpt.",
+        )
+        # Sizes that depend on the data are read from the DataModule, never typed twice.
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
+
+    def before_instantiate_classes(self) -> None:
+        ckpt_path = self.config.ckpt_path
+        if ckpt_path not in (None, "last") and not Path(ckpt_path).is_file():
+            self.parser.error(f"ckpt_path: no checkpoint file at '{ckpt_path}'")
+        trainer = self.config.trainer
+        if trainer.precision is None:
+            trainer.precision = auto_precision(trainer.accelerator)
+        self.tf32 = enable_tf32_if_supported(trainer.accelerator)
+
+    def instantiate_classes(self) -> None:
+        """Turns a value that a constructor rejects into the same one-line error as a parse error."""
+        try:
+            super().instantiate_classes()
+        except (ValueError, TypeError, MisconfigurationException) as error:
+            self.parser.error(str(error))
+
+
+@rank_zero_only
+def report(message: str) -> None:
+    print(message, flush=True)
+
+
+def main(default_config: Path, args: list[str] | None = None) -> TrainCLI:
+    """Train with early stopping and checkpoints, then test the best checkpoint."""
+    cli = TrainCLI(
+        Classifier,
+        L.LightningDataModule,
+        subclass_mode_data=True,
+        run=False,
+        args=args,
+        parser_class=ConciseErrorParser,
+        parser_kwargs={"default_config_files": [str(default_config)]},
+        # Each run logs to a new version directory; fit and test of one run share it.
+        save_config_kwargs={"overwrite": True},
+    )
+    trainer = cli.trainer
+    report(
+        f"Hardware: {type(trainer.accelerator).__name__} x{trainer.num_devices},"
+        f" precision {trainer.precision}, TF32 matmuls {'on' if cli.tf32 else 'off'}"
+    )
+    trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
+    checkpoint = trainer.checkpoint_callback
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None)
+    if trainer.log_dir is not None and trainer.logger is not None:
+        report(f"Logs: {trainer.log_dir}  (view with: tensorboard --logdir {trainer.logger.save_dir})")
+    if best:
+        report(f"Best checkpoint: {best}  ({checkpoint.monitor} = {checkpoint.best_model_score:.4f})")
+    return cli

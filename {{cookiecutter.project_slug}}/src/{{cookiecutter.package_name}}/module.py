@@ -1,0 +1,104 @@
+"""The LightningModule: loss, metrics, optimisation and logging around a plain network."""
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
+from torch import Tensor
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from {{ cookiecutter.package_name }}.models import SmallCNN
+
+Batch = tuple[Tensor, Tensor]
+
+
+class Classifier(L.LightningModule):
+    """Image classifier trained with cross-entropy.
+
+    Args:
+        num_classes: Number of target classes; linked from the DataModule by the CLI.
+        input_shape: Shape (C, H, W) of one input; linked from the DataModule by the CLI.
+        width: Channels of the first conv block; the network scales with it.
+        dropout: Dropout before the linear head.
+        lr: Peak learning rate.
+        weight_decay: Decoupled weight decay (AdamW) or L2 penalty (SGD).
+        optimizer: ``adamw``, or ``sgd`` with Nesterov momentum 0.9.
+        scheduler: ``onecycle`` (warm-up then annealing, per step), ``cosine`` (annealing to zero
+            over ``max_epochs``, per epoch) or ``constant``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        input_shape: tuple[int, int, int],
+        width: int = 32,
+        dropout: float = 0.1,
+        lr: float = 3e-3,
+        weight_decay: float = 1e-4,
+        optimizer: Literal["adamw", "sgd"] = "adamw",
+        scheduler: Literal["onecycle", "cosine", "constant"] = "onecycle",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = SmallCNN(input_shape[0], num_classes, width=width, dropout=dropout)
+        # Lets the model summary show tensor sizes and TensorBoard draw the graph.
+        self.example_input_array = torch.zeros(1, *input_shape)
+        metrics = MetricCollection(
+            {
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "f1": MulticlassF1Score(num_classes, average="macro"),
+            }
+        )
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def _shared_step(self, batch: Batch, metrics: MetricCollection, stage: str) -> Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = F.cross_entropy(logits, y)
+        metrics.update(logits, y)
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True)
+        # Logging the collection makes Lightning compute it over the whole epoch, then reset it.
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train")
+        return loss
+
+    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
+        return self._shared_step(batch, self.train_metrics, "train")
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        self._shared_step(batch, self.val_metrics, "val")
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._shared_step(batch, self.test_metrics, "test")
+
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Tensor]:
+        probabilities = self(batch[0]).softmax(dim=-1)
+        return {"prediction": probabilities.argmax(dim=-1), "probability": probabilities}
+
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig | torch.optim.Optimizer:
+        hp = self.hparams
+        if hp.optimizer == "adamw":
+            optimizer = torch.optim.AdamW(self.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        else:
+            optimizer = torch.optim.SGD(
+                self.parameters(), lr=hp.lr, momentum=0.9, nesterov=True, weight_decay=hp.weight_decay
+            )
+        if hp.scheduler == "constant":
+            return optimizer
+        scheduler: Any
+        if hp.scheduler == "onecycle":
+            total_steps = self.trainer.estimated_stepping_batches
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=total_steps)
+            interval = "step"
+        else:
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.trainer.max_epochs)
+            interval = "epoch"
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}

@@ -1,0 +1,36 @@
+"""Shared helpers: run the real CLI in-process, writing everything under a temporary directory."""
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from unittest import mock
+
+import pytest
+
+from {{ cookiecutter.package_name }}.cli import TrainCLI, main
+
+DEFAULT_CONFIG = Path(__file__).parents[1] / "configs" / "default.yaml"
+
+TINY_RUN = ("--data.num_workers", "0")
+"""Skips worker start-up where a test is not about workers."""
+
+
+def train(root: Path, *args: str) -> TrainCLI:
+    """Runs ``python train.py ARGS`` in this process, with its logs and checkpoints under ``root``."""
+    paths = [
+        "--trainer.default_root_dir",
+        str(root),
+        "--trainer.logger.init_args.save_dir",
+        str(root / "logs"),
+    ]
+    with mock.patch.object(sys, "argv", ["train.py"]):  # pytest's own flags are not ours
+        return main(DEFAULT_CONFIG, args=[*paths, *args])
+
+
+RunCLI = Callable[..., TrainCLI]
+
+
+@pytest.fixture
+def run_cli(tmp_path: Path) -> RunCLI:
+    """``run_cli("--trainer.max_epochs", "1")``: ``train`` into this test's temporary directory."""
+    return lambda *args: train(tmp_path, *args)

@@ -1,0 +1,93 @@
+"""The command line: defaults, overrides, config files, and errors that stop before any work."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import TINY_RUN, RunCLI
+
+
+def test_fast_dev_run_goes_through_fit_and_test(run_cli: RunCLI, capsys) -> None:
+    cli = run_cli("--trainer.fast_dev_run", "true", *TINY_RUN)
+    assert cli.trainer.state.finished and cli.trainer.global_step == 1
+    assert {"test/acc", "test/loss"} <= set(cli.trainer.callback_metrics)
+    assert "precision 32-true" in capsys.readouterr().out
+
+
+def test_data_sizes_are_linked_into_the_model(run_cli: RunCLI) -> None:
+    cli = run_cli("--trainer.fast_dev_run", "true", *TINY_RUN)
+    assert cli.model.hparams.num_classes == cli.datamodule.num_classes == 10
+    assert tuple(cli.model.hparams.input_shape) == cli.datamodule.input_shape
+
+
+def test_automatic_choices_can_be_overridden(run_cli: RunCLI) -> None:
+    cli = run_cli(
+        "--trainer.fast_dev_run", "true", "--trainer.precision", "bf16-mixed", "--trainer.accelerator", "cpu",
+        *TINY_RUN,
+    )  # fmt: skip
+    assert cli.trainer.precision == "bf16-mixed"
+
+
+def print_config(run_cli: RunCLI, capsys, *args: str) -> dict:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*args, "--print_config")
+    assert exit_info.value.code == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_overrides_compose_on_top_of_the_default_config(run_cli: RunCLI, capsys, tmp_path: Path) -> None:
+    experiment = tmp_path / "experiment.yaml"
+    experiment.write_text("model:\n  width: 8\ntrainer:\n  max_epochs: 3\n")
+    config = print_config(
+        run_cli, capsys, "--config", str(experiment), "--model.lr", "0.01", "--data.batch_size", "32",
+        "--seed_everything", "7",
+    )  # fmt: skip
+    assert config["model"]["width"] == 8 and config["model"]["lr"] == 0.01
+    assert config["trainer"]["max_epochs"] == 3
+    assert config["data"]["init_args"]["batch_size"] == 32
+    assert config["seed_everything"] == 7
+    # Untouched keys keep the values of configs/default.yaml.
+    assert config["model"]["optimizer"] == "adamw" and config["data"]["init_args"]["num_workers"] == 2
+
+
+def test_help_lists_the_keys(run_cli: RunCLI, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("--help")
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--model.lr", "--trainer.max_epochs", "--data", "--ckpt_path", "--seed_everything"):
+        assert flag in out
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (("--model.lrr", "0.1"), "lrr"),
+        (("--trainer.max_epochs", "many"), "max_epochs"),
+        (("--model.optimizer", "adam"), "optimizer"),
+        (("--ckpt_path", "missing/last.ckpt"), "missing/last.ckpt"),
+        (("--data.batch_size", "x"), "data.batch_size"),
+        (("--data.num_workers", "-1"), "data.num_workers"),
+        (("--trainer.devices", "0"), "devices"),
+    ],
+)
+def test_bad_values_stop_before_training_with_the_key_named(
+    run_cli: RunCLI, capsys, tmp_path: Path, args: tuple[str, ...], named: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 2  # the error, and where to look
+    assert not any(tmp_path.iterdir()), "nothing may be written before the config is valid"
+
+
+def test_an_unknown_key_in_a_config_file_is_named(run_cli: RunCLI, capsys, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  widht: 8\n")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("--config", str(bad))
+    assert exit_info.value.code == 2
+    assert "widht" in capsys.readouterr().err

@@ -1,0 +1,109 @@
+"""The DataModule: splits, shapes, augmentation, and seeding of DataLoader workers."""
+
+import random
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from {{ cookiecutter.package_name }}.data import DigitsDataModule, ImageDataset
+
+
+def make_datamodule(**kwargs: object) -> DigitsDataModule:
+    datamodule = DigitsDataModule(**kwargs)
+    datamodule.setup()
+    return datamodule
+
+
+def test_splits_are_disjoint_and_complete() -> None:
+    indices = make_datamodule().split_indices
+    everything = torch.cat(list(indices.values()))
+    assert torch.equal(everything.sort().values, torch.arange(1797))
+    assert {name: len(index) for name, index in indices.items()} == {"train": 1257, "val": 270, "test": 270}
+
+
+def test_split_depends_on_split_seed_only() -> None:
+    L.seed_everything(1)
+    first = make_datamodule().split_indices
+    L.seed_everything(2)
+    same = make_datamodule().split_indices
+    other = make_datamodule(split_seed=1).split_indices
+    assert all(torch.equal(first[name], same[name]) for name in first)
+    assert not torch.equal(first["test"], other["test"])
+
+
+def test_shapes_and_value_range_match_what_the_model_is_told() -> None:
+    datamodule = make_datamodule(batch_size=32, num_workers=0)
+    images, labels = next(iter(datamodule.train_dataloader()))
+    assert images.shape == (32, *DigitsDataModule.input_shape)
+    assert images.dtype == torch.float32 and images.min() >= 0.0 and images.max() <= 1.0
+    assert labels.dtype == torch.long
+    assert set(torch.cat([s.labels for s in datamodule.splits.values()]).tolist()) == set(range(10))
+
+
+def test_only_the_train_split_is_augmented() -> None:
+    splits = make_datamodule().splits
+    assert splits["train"].augment and not splits["val"].augment and not splits["test"].augment
+    val_image, _ = splits["val"][0]
+    assert torch.equal(val_image, splits["val"].images[0])
+    train = splits["train"]
+    draws = [train[0][0] for _ in range(20)]
+    assert any(not torch.equal(draw, train.images[0]) for draw in draws)
+    # A shift moves pixels, it does not invent them: the total ink can only drop at the borders.
+    assert all(draw.sum() <= train.images[0].sum() + 1e-5 for draw in draws)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [({"batch_size": 0}, "data.batch_size"), ({"val_fraction": 0.6, "test_fraction": 0.5}, "val_fraction")],
+)
+def test_bad_arguments_name_the_key(kwargs: dict[str, object], key: str) -> None:
+    with pytest.raises(ValueError, match=key):
+        DigitsDataModule(**kwargs)
+
+
+class RandomProbe(Dataset[Tensor]):
+    """Returns what torch, NumPy and `random` draw inside the worker that loads each item."""
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int) -> Tensor:
+        worker = torch.utils.data.get_worker_info()
+        return torch.tensor(
+            [worker.id, torch.rand(()).item(), float(np.random.rand()), random.random()], dtype=torch.float64
+        )
+
+
+def draws_per_worker(seed: int) -> dict[int, Tensor]:
+    L.seed_everything(seed, workers=True)
+    datamodule = make_datamodule(batch_size=2, num_workers=2)
+    datamodule.splits["train"] = RandomProbe()  # type: ignore[assignment]
+    rows = torch.cat(list(datamodule.train_dataloader()))
+    return {worker: rows[rows[:, 0] == worker, 1:] for worker in (0, 1)}
+
+
+def test_workers_draw_distinct_streams_that_repeat_with_the_seed() -> None:
+    first, again, other = draws_per_worker(7), draws_per_worker(7), draws_per_worker(8)
+    for library in range(3):  # torch, NumPy, random
+        assert not torch.equal(first[0][:, library], first[1][:, library])
+    for worker in (0, 1):
+        assert torch.equal(first[worker], again[worker])
+        assert not torch.equal(first[worker], other[worker])
+
+
+def test_augmentations_differ_between_workers_and_repeat_with_the_seed() -> None:
+    def shifted_copies(seed: int) -> Tensor:
+        L.seed_everything(seed, workers=True)
+        datamodule = make_datamodule(batch_size=4, num_workers=2)
+        one_image = datamodule.splits["train"].images[:1].expand(16, -1, -1, -1)
+        datamodule.splits["train"] = ImageDataset(one_image, torch.zeros(16, dtype=torch.long), augment=True)
+        return torch.cat([images for images, _ in datamodule.train_dataloader()])
+
+    first, again = shifted_copies(3), shifted_copies(3)
+    assert torch.equal(first, again)
+    # Batches alternate between the two workers; their copies of the same image are shifted differently.
+    assert not torch.equal(first[0:4], first[4:8])

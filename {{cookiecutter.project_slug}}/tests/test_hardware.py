@@ -1,0 +1,58 @@
+"""Automatic precision and TF32: decided from the hardware, overridable, and right on a real GPU."""
+
+import pytest
+import torch
+
+from {{ cookiecutter.package_name }} import hardware
+
+from conftest import TINY_RUN, RunCLI
+
+CUDA = torch.cuda.is_available()
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch: pytest.MonkeyPatch):
+    """Pretends a CUDA device is present, with bf16 support and compute capability as given."""
+
+    def install(bf16: bool, capability: tuple[int, int] = (8, 0)) -> None:
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: bf16)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *_: capability)
+
+    return install
+
+
+@pytest.mark.skipif(CUDA, reason="checks the CPU-only choice")
+def test_cpu_only_machines_train_in_full_precision() -> None:
+    assert hardware.auto_precision("auto") == "32-true"
+    assert not hardware.enable_tf32_if_supported("auto")
+
+
+@pytest.mark.parametrize(("bf16", "expected"), [(True, "bf16-mixed"), (False, "16-mixed")])
+def test_cuda_devices_get_mixed_precision(fake_cuda, bf16: bool, expected: str) -> None:
+    fake_cuda(bf16=bf16)
+    assert hardware.auto_precision("auto") == expected
+    assert hardware.auto_precision("gpu") == expected
+    assert hardware.auto_precision("cpu") == "32-true"  # asking for the CPU wins over a present GPU
+
+
+@pytest.mark.parametrize(("capability", "enabled"), [((8, 0), True), ((9, 0), True), ((7, 5), False)])
+def test_tf32_only_from_ampere_on(fake_cuda, capability: tuple[int, int], enabled: bool) -> None:
+    fake_cuda(bf16=True, capability=capability)
+    before = torch.get_float32_matmul_precision()
+    try:
+        assert hardware.enable_tf32_if_supported("auto") is enabled
+        assert torch.get_float32_matmul_precision() == ("high" if enabled else before)
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+def test_training_on_cuda_with_automatic_precision(run_cli: RunCLI) -> None:
+    cli = run_cli("--trainer.max_epochs", "3", "--trainer.devices", "1", *TINY_RUN)
+    expected = "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    assert cli.trainer.precision == expected
+    assert cli.trainer.strategy.root_device.type == "cuda"
+    assert next(cli.model.parameters()).device.type == "cuda"
+    assert cli.trainer.checkpoint_callback.best_model_score >= 0.85
