@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from conftest import TINY_RUN, RunCLI
 
@@ -91,3 +92,17 @@ def test_an_unknown_key_in_a_config_file_is_named(run_cli: RunCLI, capsys, tmp_p
         run_cli("--config", str(bad))
     assert exit_info.value.code == 2
     assert "widht" in capsys.readouterr().err
+
+
+def test_resume_from_last_continues_the_run(run_cli: RunCLI) -> None:
+    # A constant learning rate, so that the resumed run may train longer than the first one planned.
+    constant = ("--model.scheduler", "constant", *TINY_RUN)
+    first = run_cli("--trainer.max_epochs", "2", *constant)
+    steps_per_epoch = first.trainer.global_step // 2
+    resumed = run_cli("--ckpt_path", "last", "--trainer.max_epochs", "3", *constant)
+    assert resumed.trainer.current_epoch == 3
+    assert resumed.trainer.global_step == 3 * steps_per_epoch
+    # Only the third epoch ran in the resumed process: one validation point, at the end of it.
+    events = EventAccumulator(resumed.trainer.log_dir)
+    events.Reload()
+    assert [event.step for event in events.Scalars("val/acc")] == [3 * steps_per_epoch - 1]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import lightning as L
+from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
@@ -50,23 +51,35 @@ class ConciseErrorParser(LightningArgumentParser):
         raise SystemExit(2)
 
 
+def logs_root(trainer: Namespace) -> Path:
+    """Where the configured logger writes its version directories (the Trainer's root without one)."""
+    save_dir = getattr(getattr(trainer.logger, "init_args", None), "save_dir", None)
+    return Path(save_dir or trainer.default_root_dir or ".")
+
+
 class TrainCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--ckpt_path",
             type=str | None,
             default=None,
-            help="Checkpoint to resume training from: a file path, or 'last' for this run's last.ckpt.",
+            help="Checkpoint to resume from: a file path, or 'last' for the newest last.ckpt under the logs.",
         )
         # Sizes that depend on the data are read from the DataModule, never typed twice.
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
-        ckpt_path = self.config.ckpt_path
-        if ckpt_path not in (None, "last") and not Path(ckpt_path).is_file():
-            self.parser.error(f"ckpt_path: no checkpoint file at '{ckpt_path}'")
         trainer = self.config.trainer
+        ckpt_path = self.config.ckpt_path
+        if ckpt_path == "last":
+            root = logs_root(trainer)
+            newest = max(root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime, default=None)
+            if newest is None:
+                self.parser.error(f"ckpt_path: 'last' found no last.ckpt under '{root}'")
+            self.config.ckpt_path = str(newest)
+        elif ckpt_path is not None and not Path(ckpt_path).is_file():
+            self.parser.error(f"ckpt_path: no checkpoint file at '{ckpt_path}'")
         if trainer.precision is None:
             trainer.precision = auto_precision(trainer.accelerator)
         self.tf32 = enable_tf32_if_supported(trainer.accelerator)
