@@ -29,25 +29,37 @@ DISTRIBUTION_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
-def problems(answers: dict[str, str]) -> list[str]:
-    found = []
-    for key, value in answers.items():
-        if not key.startswith("_") and isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value):
-            found.append(f"{key} holds a control character; use plain text")
-    slug = answers["project_slug"]
+def has_control_character(value: object) -> bool:
+    return isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value)
+
+
+def slug_problem(slug: str) -> str | None:
     if not slug.strip():
-        found.append("project_slug is empty; give the repository a name")
-    elif "/" in slug or "\\" in slug or slug in {".", ".."}:
-        found.append(f"project_slug {slug!r} is a path, not a directory name; drop the separators")
-    elif not DISTRIBUTION_NAME.match(slug):
-        found.append(f"project_slug {slug!r} is not a valid distribution name; use letters, digits, '-', '_', '.'")
-    package = answers["package_name"]
+        return "project_slug is empty; give the repository a name"
+    if "/" in slug or "\\" in slug or slug in {".", ".."}:
+        return f"project_slug {slug!r} is a path, not a directory name; drop the separators"
+    if not DISTRIBUTION_NAME.match(slug):
+        return f"project_slug {slug!r} is not a distribution name; use letters, digits, '-', '_', '.'"
+    return None
+
+
+def package_problem(package: str) -> str | None:
     if not package.isidentifier() or not package.isascii():
-        found.append(f"package_name {package!r} is not a valid Python identifier; use ASCII letters, digits, '_'")
-    elif keyword.iskeyword(package):
-        found.append(f"package_name {package!r} is a Python keyword; choose another package_name")
-    elif package.lower() in TAKEN_NAMES or package in sys.stdlib_module_names:
-        found.append(f"package_name {package!r} would shadow an existing module; choose another package_name")
+        return f"package_name {package!r} is not a Python identifier; use ASCII letters, digits, '_'"
+    if keyword.iskeyword(package):
+        return f"package_name {package!r} is a Python keyword; choose another package_name"
+    if package.lower() in TAKEN_NAMES or package in sys.stdlib_module_names:
+        return f"package_name {package!r} would shadow an existing module; choose another package_name"
+    return None
+
+
+def problems(answers: dict[str, str]) -> list[str]:
+    found = [
+        f"{key} holds a control character; use plain text"
+        for key, value in answers.items()
+        if not key.startswith("_") and has_control_character(value)
+    ]
+    found += filter(None, [slug_problem(answers["project_slug"]), package_problem(answers["package_name"])])
     email = answers["author_email"]
     if email and not EMAIL.match(email):
         found.append(f"author_email {email!r} is not an email address; leave it empty or fix it")
