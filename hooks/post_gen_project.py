@@ -4,8 +4,6 @@ import json
 import shutil
 from pathlib import Path
 
-ANSWERS = json.loads(r"""{{ cookiecutter | tojson }}""")
-
 
 def remove(path: Path) -> None:
     if path.is_dir():
@@ -14,14 +12,14 @@ def remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def main() -> None:
+def main(answers: dict[str, str]) -> None:
     project = Path.cwd()
-    if ANSWERS["license"] == "none":
+    if answers["license"] == "none":
         remove(project / "LICENSE")
-    if ANSWERS["ci"] != "github-actions":
+    if answers["ci"] != "github-actions":
         remove(project / ".github")
     # Replaying these answers regenerates the project: cookiecutter TEMPLATE --replay-file .cookiecutter.json
-    prompts = {key: value for key, value in ANSWERS.items() if not key.startswith("_")}
+    prompts = {key: value for key, value in answers.items() if not key.startswith("_")}
     replay = json.dumps({"cookiecutter": prompts}, indent=2, ensure_ascii=False)
     (project / ".cookiecutter.json").write_text(replay + "\n", encoding="utf-8")
     print(
@@ -37,4 +35,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(json.loads(r"""{{ cookiecutter | tojson }}"""))

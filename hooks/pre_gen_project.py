@@ -9,8 +9,6 @@ import keyword
 import re
 import sys
 
-ANSWERS = json.loads(r"""{{ cookiecutter | tojson }}""")
-
 SUPPORTED_PYTHON = ("3.10", "3.11", "3.12", "3.13")
 CHOICES = {
     "python_version": SUPPORTED_PYTHON,
@@ -69,8 +67,12 @@ def problems(answers: dict[str, str]) -> list[str]:
     return found
 
 
-if __name__ == "__main__":
-    errors = problems(ANSWERS)
+def main(answers: dict[str, str]) -> int:
+    errors = problems(answers)
     for error in errors:
         print(f"error: {error}", file=sys.stderr)
-    sys.exit(1 if errors else 0)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(json.loads(r"""{{ cookiecutter | tojson }}""")))
