@@ -17,14 +17,8 @@ TINY_RUN = ("--data.num_workers", "0")
 
 def train(root: Path, *args: str) -> TrainCLI:
     """Runs ``python train.py ARGS`` in this process, with its logs and checkpoints under ``root``."""
-    paths = [
-        "--trainer.default_root_dir",
-        str(root),
-        "--trainer.logger.init_args.save_dir",
-        str(root / "logs"),
-    ]
     with mock.patch.object(sys, "argv", ["train.py"]):  # pytest's own flags are not ours
-        return main(DEFAULT_CONFIG, args=[*paths, *args])
+        return main(DEFAULT_CONFIG, args=["--trainer.default_root_dir", str(root), *args])
 
 
 RunCLI = Callable[..., TrainCLI]

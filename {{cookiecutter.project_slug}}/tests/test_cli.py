@@ -106,3 +106,12 @@ def test_resume_from_last_continues_the_run(run_cli: RunCLI) -> None:
     events = EventAccumulator(resumed.trainer.log_dir)
     events.Reload()
     assert [event.step for event in events.Scalars("val/acc")] == [3 * steps_per_epoch - 1]
+
+
+def test_settings_that_clash_at_run_time_stop_with_one_line(run_cli: RunCLI, capsys) -> None:
+    # The default LearningRateMonitor needs a logger; Lightning only finds out when training starts.
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("--trainer.logger", "false", "--trainer.fast_dev_run", "true", *TINY_RUN)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "LearningRateMonitor" in err and "Traceback" not in err

@@ -44,6 +44,7 @@ def test_best_and_last_checkpoints_are_written_and_reload(run: TrainCLI) -> None
 
 
 def test_the_resolved_config_is_saved_with_the_run(run: TrainCLI) -> None:
+    assert Path(run.trainer.log_dir).parent == Path(run.trainer.default_root_dir)
     saved = yaml.safe_load((Path(run.trainer.log_dir) / "config.yaml").read_text())
     assert saved["trainer"]["max_epochs"] == 4
     assert saved["trainer"]["precision"] == "32-true"  # the automatic choice, resolved

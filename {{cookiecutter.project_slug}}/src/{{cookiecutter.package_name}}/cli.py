@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import NoReturn
 
 import lightning as L
-from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
@@ -51,12 +50,6 @@ class ConciseErrorParser(LightningArgumentParser):
         raise SystemExit(2)
 
 
-def logs_root(trainer: Namespace) -> Path:
-    """Where the configured logger writes its version directories (the Trainer's root without one)."""
-    save_dir = getattr(getattr(trainer.logger, "init_args", None), "save_dir", None)
-    return Path(save_dir or trainer.default_root_dir or ".")
-
-
 class TrainCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
@@ -65,6 +58,8 @@ class TrainCLI(LightningCLI):
             default=None,
             help="Checkpoint to resume from: a file path, or 'last' for the newest last.ckpt under the logs.",
         )
+        # One directory for everything a run writes: --trainer.default_root_dir moves the logs too.
+        parser.link_arguments("trainer.default_root_dir", "trainer.logger.init_args.save_dir")
         # Sizes that depend on the data are read from the DataModule, never typed twice.
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
@@ -73,7 +68,7 @@ class TrainCLI(LightningCLI):
         trainer = self.config.trainer
         ckpt_path = self.config.ckpt_path
         if ckpt_path == "last":
-            root = logs_root(trainer)
+            root = Path(trainer.default_root_dir)
             newest = max(root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime, default=None)
             if newest is None:
                 self.parser.error(f"ckpt_path: 'last' found no last.ckpt under '{root}'")
@@ -115,10 +110,13 @@ def main(default_config: Path, args: list[str] | None = None) -> TrainCLI:
         f"Hardware: {type(trainer.accelerator).__name__} x{trainer.num_devices},"
         f" precision {trainer.precision}, TF32 matmuls {'on' if cli.tf32 else 'off'}"
     )
-    trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
-    checkpoint = trainer.checkpoint_callback
-    best = checkpoint.best_model_path if checkpoint is not None else ""
-    trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None)
+    try:
+        trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
+        checkpoint = trainer.checkpoint_callback
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None)
+    except MisconfigurationException as error:  # settings that only clash once the Trainer runs
+        cli.parser.error(str(error))
     if trainer.log_dir is not None and trainer.logger is not None:
         report(f"Logs: {trainer.log_dir}  (view with: tensorboard --logdir {trainer.logger.save_dir})")
     if best:
