@@ -20,7 +20,7 @@ EXPECTED_FILES = {
     "src/{pkg}/__init__.py", "src/{pkg}/callbacks.py", "src/{pkg}/cli.py", "src/{pkg}/data.py",
     "src/{pkg}/hardware.py", "src/{pkg}/models.py", "src/{pkg}/module.py",
     "tests/conftest.py", "tests/test_cli.py", "tests/test_data.py", "tests/test_hardware.py",
-    "tests/test_module.py", "tests/test_training.py",
+    "tests/test_module.py", "tests/test_reproducibility.py", "tests/test_training.py",
 }  # fmt: skip
 HOSTILE = {
     "project_name": '홍길동\'s "Quoted" \\ <Project> #1 *',

@@ -9,7 +9,8 @@ import pytest
 
 from {{ cookiecutter.package_name }}.cli import TrainCLI, main
 
-DEFAULT_CONFIG = Path(__file__).parents[1] / "configs" / "default.yaml"
+PROJECT_ROOT = Path(__file__).parents[1]
+DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
 
 TINY_RUN = ("--data.num_workers", "0")
 """Skips worker start-up where a test is not about workers."""

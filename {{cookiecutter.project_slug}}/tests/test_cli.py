@@ -6,6 +6,8 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from {{ cookiecutter.package_name }} import data
+
 from conftest import TINY_RUN, RunCLI
 
 
@@ -73,15 +75,23 @@ def test_help_lists_the_keys(run_cli: RunCLI, capsys) -> None:
         (("--trainer.devices", "0"), "devices"),
     ],
 )
-def test_bad_values_stop_before_training_with_the_key_named(
-    run_cli: RunCLI, capsys, tmp_path: Path, args: tuple[str, ...], named: str
+def test_bad_values_stop_before_any_work_with_the_key_named(
+    run_cli: RunCLI,
+    capsys,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: tuple[str, ...],
+    named: str,
 ) -> None:
+    loads: list[object] = []
+    monkeypatch.setattr(data, "load_digits", lambda: loads.append("data loaded"))
     with pytest.raises(SystemExit) as exit_info:
         run_cli(*args)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert named in err and "Traceback" not in err
     assert len(err.strip().splitlines()) == 2  # the error, and where to look
+    assert not loads, "the data must not be loaded before the config is valid"
     assert not any(tmp_path.iterdir()), "nothing may be written before the config is valid"
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from {{ cookiecutter.package_name }}.data import DigitsDataModule, ImageDataset
 
@@ -66,33 +66,52 @@ def test_bad_arguments_name_the_key(kwargs: dict[str, object], key: str) -> None
 
 
 class RandomProbe(Dataset[Tensor]):
-    """Returns what torch, NumPy and `random` draw inside the worker that loads each item."""
+    """Returns the worker and the index of each item, and what torch, NumPy and `random` draw there."""
 
     def __len__(self) -> int:
         return 8
 
     def __getitem__(self, index: int) -> Tensor:
         worker = torch.utils.data.get_worker_info()
-        return torch.tensor(
-            [worker.id, torch.rand(()).item(), float(np.random.rand()), random.random()], dtype=torch.float64
-        )
+        draws = [torch.rand(()).item(), float(np.random.rand()), random.random()]
+        return torch.tensor([worker.id, index, *draws], dtype=torch.float64)
 
 
-def draws_per_worker(seed: int) -> dict[int, Tensor]:
+def probe_loader(seed: int) -> DataLoader:
     L.seed_everything(seed, workers=True)
     datamodule = make_datamodule(batch_size=2, num_workers=2)
     datamodule.splits["train"] = RandomProbe()  # type: ignore[assignment]
-    rows = torch.cat(list(datamodule.train_dataloader()))
-    return {worker: rows[rows[:, 0] == worker, 1:] for worker in (0, 1)}
+    return datamodule.train_dataloader()
+
+
+def epoch_of(loader: DataLoader, epoch: int) -> tuple[Tensor, dict[int, Tensor]]:
+    """The order of the items, and the draws of each worker, in ``epoch``."""
+    loader.sampler.set_epoch(epoch)  # what Lightning does before every epoch
+    rows = torch.cat(list(loader))
+    return rows[:, 1], {worker: rows[rows[:, 0] == worker, 2:] for worker in (0, 1)}
 
 
 def test_workers_draw_distinct_streams_that_repeat_with_the_seed() -> None:
-    first, again, other = draws_per_worker(7), draws_per_worker(7), draws_per_worker(8)
-    for library in range(3):  # torch, NumPy, random
+    _, first = epoch_of(probe_loader(7), 0)
+    _, again = epoch_of(probe_loader(7), 0)
+    _, other = epoch_of(probe_loader(8), 0)
+    for library in range(3):  # torch, NumPy, random: no two workers share a stream
         assert not torch.equal(first[0][:, library], first[1][:, library])
     for worker in (0, 1):
         assert torch.equal(first[worker], again[worker])
         assert not torch.equal(first[worker], other[worker])
+
+
+def test_order_and_draws_are_new_each_epoch_and_depend_on_seed_and_epoch_only() -> None:
+    loader = probe_loader(7)
+    order_0, draws_0 = epoch_of(loader, 0)
+    order_1, draws_1 = epoch_of(loader, 1)
+    assert not torch.equal(order_0, order_1)
+    assert all(not torch.equal(draws_0[worker], draws_1[worker]) for worker in (0, 1))
+    # A loader that starts at epoch 1, as in a resumed run, shuffles and draws the same.
+    resumed_order, resumed_draws = epoch_of(probe_loader(7), 1)
+    assert torch.equal(resumed_order, order_1)
+    assert all(torch.equal(resumed_draws[worker], draws_1[worker]) for worker in (0, 1))
 
 
 def test_augmentations_differ_between_workers_and_repeat_with_the_seed() -> None:

@@ -1,7 +1,124 @@
-"""Callbacks the default config adds to the Trainer."""
+"""Callbacks of the Trainer: the ones ``cli.py`` always adds, and the ones the default config lists."""
+
+import math
+import random
+import sys
+from pathlib import Path
+from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+from torch import Tensor
+
+
+def model_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
+    """The first ``ModelCheckpoint``: the one that keeps the best and the last checkpoints."""
+    return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)  # type: ignore[attr-defined]
+
+
+class RandomStateInCheckpoint(Callback):
+    """Saves the global random states of torch (CPU and CUDA), NumPy and Python in every checkpoint.
+
+    Lightning restores weights, optimizer, scheduler and loop counters but not these, so after a
+    resume dropout (and anything else drawn on the main process) would take a different course
+    than in a run that never stopped. The states are put back when training starts, after the
+    set-up work (graph tracing, model summary) that draws from them too. Stored as tensors and
+    plain numbers, so that checkpoints still load with ``torch.load(weights_only=True)``.
+    """
+
+    def __init__(self) -> None:
+        self.resumed_states: dict[str, Any] | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        algorithm, keys, position, has_gauss, gauss = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "numpy": (algorithm, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss),
+            "python": random.getstate(),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.resumed_states = state_dict
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        states, self.resumed_states = self.resumed_states, None
+        if states is None:
+            return
+        torch.set_rng_state(states["torch"])
+        if states["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(states["cuda"])
+        algorithm, keys, position, has_gauss, gauss = states["numpy"]
+        np.random.set_state((algorithm, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+        random.setstate(states["python"])
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.resumed_states = None  # loaded by a test or predict run, which has no use for them
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the weights were not updated with it."""
+
+
+class StopOnNonFiniteLoss(Callback):
+    """Stops training at the first NaN or infinite loss, before it reaches the weights.
+
+    Checked before the backward pass, so the optimizer never steps on a non-finite gradient and
+    no checkpoint with broken weights is written: the last good ``last.ckpt`` stays as it was.
+    """
+
+    def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
+        value = loss.item()
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"train/loss is {value} at epoch {trainer.current_epoch}, step {trainer.global_step}"
+            )
+
+
+class InterruptCheckpoint(Callback):
+    """On Ctrl-C or SIGTERM (a cluster's preemption), saves ``interrupted.ckpt`` next to the others.
+
+    Lightning only looks at SIGTERM between epochs when it runs in one process; this checks
+    before every batch, so a preempted job stops within one step. Resume with
+    ``--ckpt_path last``, which picks the newest of ``last.ckpt`` and ``interrupted.ckpt``.
+    (Lightning's ``OnExceptionCheckpoint`` would also turn every ``fit()`` into a resume attempt.)
+    """
+
+    def __init__(self, filename: str = "interrupted.ckpt") -> None:
+        self.filename = filename
+        self.path: Path | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        checkpoint = model_checkpoint(trainer)
+        if checkpoint is not None and checkpoint.dirpath is not None:
+            self.path = Path(checkpoint.dirpath) / self.filename
+        else:
+            self.path = Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints" / self.filename
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        # With several processes, Lightning's own per-step check broadcasts the signal to all ranks.
+        if trainer.received_sigterm and trainer.world_size == 1:
+            raise SIGTERMException
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if self.path is None or not isinstance(exception, KeyboardInterrupt | SIGTERMException):
+            return  # a bug or a non-finite loss: nothing worth resuming from was produced
+        trainer.save_checkpoint(self.path)
+        if trainer.is_global_zero:
+            cause = "Ctrl-C" if isinstance(exception, KeyboardInterrupt) else "SIGTERM"
+            print(
+                f"\n{cause}: stopped at epoch {trainer.current_epoch}, step {trainer.global_step}."
+                f" Saved {self.path}\nResume with: python train.py --ckpt_path {self.path}",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 class FinalMetricsInHParams(Callback):
@@ -19,7 +136,7 @@ class FinalMetricsInHParams(Callback):
             for name, value in trainer.callback_metrics.items()
             if name.startswith("test/")
         }
-        checkpoint = trainer.checkpoint_callback
+        checkpoint = model_checkpoint(trainer)
         if checkpoint is not None and checkpoint.best_model_score is not None:
             best_name = f"hparams/best_{checkpoint.monitor.replace('/', '_')}"
             metrics[best_name] = float(checkpoint.best_model_score)

@@ -4,16 +4,27 @@ Built on LightningCLI, so every argument of the DataModule, the model and the Tr
 key and a flag; ``--help`` lists them and ``--print_config`` shows the resolved result.
 """
 
+import importlib
 import re
 import sys
 from pathlib import Path
 from typing import NoReturn
 
 import lightning as L
+from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.callbacks import ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from {{ cookiecutter.package_name }}.callbacks import (
+    InterruptCheckpoint,
+    NonFiniteLossError,
+    RandomStateInCheckpoint,
+    StopOnNonFiniteLoss,
+    model_checkpoint,
+)
 from {{ cookiecutter.package_name }}.hardware import auto_precision, enable_tf32_if_supported
 from {{ cookiecutter.package_name }}.module import Classifier
 
@@ -50,13 +61,20 @@ class ConciseErrorParser(LightningArgumentParser):
         raise SystemExit(2)
 
 
+def class_of(component: Namespace) -> type:
+    """The class that a ``class_path`` entry of the config names."""
+    module, _, name = component.class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
 class TrainCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--ckpt_path",
             type=str | None,
             default=None,
-            help="Checkpoint to resume from: a file path, or 'last' for the newest last.ckpt under the logs.",
+            help="Checkpoint to resume from: a file path, or 'last' for the newest last.ckpt or"
+            " interrupted.ckpt under trainer.default_root_dir.",
         )
         # One directory for everything a run writes: --trainer.default_root_dir moves the logs too.
         parser.link_arguments("trainer.default_root_dir", "trainer.logger.init_args.save_dir")
@@ -69,12 +87,25 @@ class TrainCLI(LightningCLI):
         ckpt_path = self.config.ckpt_path
         if ckpt_path == "last":
             root = Path(trainer.default_root_dir)
-            newest = max(root.glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime, default=None)
+            candidates = [
+                *root.glob("**/checkpoints/last.ckpt"),
+                *root.glob("**/checkpoints/interrupted.ckpt"),
+            ]
+            newest = max(candidates, key=lambda p: p.stat().st_mtime, default=None)
             if newest is None:
-                self.parser.error(f"ckpt_path: 'last' found no last.ckpt under '{root}'")
+                self.parser.error(f"ckpt_path: 'last' found no last.ckpt or interrupted.ckpt under '{root}'")
             self.config.ckpt_path = str(newest)
         elif ckpt_path is not None and not Path(ckpt_path).is_file():
             self.parser.error(f"ckpt_path: no checkpoint file at '{ckpt_path}'")
+        # The flags switch off the Rich progress bar and summary of the default config, as they
+        # would Lightning's own, instead of clashing with them.
+        switched_off = tuple(
+            kind
+            for flag, kind in (("enable_progress_bar", ProgressBar), ("enable_model_summary", ModelSummary))
+            if trainer.get(flag) is False
+        )
+        if switched_off and trainer.callbacks:
+            trainer.callbacks = [c for c in trainer.callbacks if not issubclass(class_of(c), switched_off)]
         if trainer.precision is None:
             trainer.precision = auto_precision(trainer.accelerator)
         self.tf32 = enable_tf32_if_supported(trainer.accelerator)
@@ -93,7 +124,11 @@ def report(message: str) -> None:
 
 
 def main(default_config: Path, args: list[str] | None = None) -> TrainCLI:
-    """Train with early stopping and checkpoints, then test the best checkpoint."""
+    """Train with early stopping and checkpoints, then test the best checkpoint.
+
+    Exit status: 0 done, 1 non-finite loss or Ctrl-C, 2 bad configuration, 143 SIGTERM; the last
+    two leave a checkpoint to resume from.
+    """
     cli = TrainCLI(
         Classifier,
         L.LightningDataModule,
@@ -104,19 +139,32 @@ def main(default_config: Path, args: list[str] | None = None) -> TrainCLI:
         parser_kwargs={"default_config_files": [str(default_config)]},
         # Each run logs to a new version directory; fit and test of one run share it.
         save_config_kwargs={"overwrite": True},
+        # Added to whatever trainer.callbacks lists: the guarantees of resume and of a clean stop
+        # must not depend on a config file that replaces the list.
+        trainer_defaults={
+            "callbacks": [RandomStateInCheckpoint(), InterruptCheckpoint(), StopOnNonFiniteLoss()]
+        },
     )
     trainer = cli.trainer
     report(
         f"Hardware: {type(trainer.accelerator).__name__} x{trainer.num_devices},"
         f" precision {trainer.precision}, TF32 matmuls {'on' if cli.tf32 else 'off'}"
     )
+    checkpoint = model_checkpoint(trainer)
     try:
         trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
-        checkpoint = trainer.checkpoint_callback
         best = checkpoint.best_model_path if checkpoint is not None else ""
         trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None)
     except MisconfigurationException as error:  # settings that only clash once the Trainer runs
         cli.parser.error(str(error))
+    except NonFiniteLossError as error:
+        saved = Path(checkpoint.dirpath).glob("*.ckpt") if checkpoint and checkpoint.dirpath else []
+        last = max(saved, key=lambda path: path.stat().st_mtime, default=None)
+        kept = f"; the last good checkpoint is {last}" if last else "; no checkpoint had been written yet"
+        sys.stderr.write(f"error: {error}. Training stopped before the update{kept}\n")
+        raise SystemExit(1) from None
+    except SIGTERMException:
+        raise SystemExit(143) from None  # 128 + SIGTERM, what schedulers expect of a terminated job
     if trainer.log_dir is not None and trainer.logger is not None:
         report(f"Logs: {trainer.log_dir}  (view with: tensorboard --logdir {trainer.logger.save_dir})")
     if best:

@@ -6,15 +6,15 @@ in ``configs/default.yaml`` at it. Nothing else needs to change.
 """
 
 import os
-from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from sklearn.datasets import load_digits
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 
 def random_shift(image: Tensor, max_shift: int = 1) -> Tensor:
@@ -47,16 +47,40 @@ class ImageDataset(Dataset[tuple[Tensor, Tensor]]):
         return image, self.labels[index]
 
 
+class EpochSeededSampler(DistributedSampler):
+    """Shuffles this process's share of the data in an order that depends only on (seed, epoch).
+
+    Lightning calls ``set_epoch`` before every epoch. The same call re-seeds ``generator``, which
+    the DataLoader uses to seed its workers, so the random augmentations also depend only on
+    (seed, epoch, worker, rank): a run resumed at an epoch boundary draws exactly what a run that
+    never stopped would have drawn, and no epoch repeats the draws of another. Being a
+    ``DistributedSampler`` with the Trainer's world size and rank, it also shards the data under
+    DDP, and Lightning leaves it in place.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.generator = torch.Generator()
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        # SeedSequence mixes the two numbers, so (seed 1, epoch 0) and (seed 0, epoch 1) differ.
+        workers_seed = np.random.SeedSequence([self.seed, epoch]).generate_state(1, np.uint64)[0]
+        self.generator.manual_seed(int(workers_seed))
+
+
 class DigitsDataModule(L.LightningDataModule):
     """1,797 real 8x8 grey-scale digit images in 10 classes, split into train, val and test.
 
     Args:
         batch_size: Samples per batch on each device.
         num_workers: DataLoader worker processes; each gets its own reproducible seed.
-        persistent_workers: Keep workers alive between epochs. Off by default: a restarted worker
-            draws its seed from the loader's generator, which travels in the checkpoint, so a
-            resumed run repeats the augmentations of an uninterrupted one. Turn it on when worker
-            start-up is slow (large datasets, spawn) and exact resume does not matter.
+        persistent_workers: Keep workers alive between epochs. Off by default: workers started
+            afresh each epoch are seeded from (seed, epoch), so a resumed run draws the same
+            augmentations as one that never stopped; persistent workers carry their random
+            streams over from epoch to epoch, which a checkpoint cannot capture. Turn it on when
+            worker start-up is slow (large datasets, spawn) and exact resume does not matter.
         val_fraction: Share of the data held out for validation.
         test_fraction: Share of the data held out for the final test.
         split_seed: Seed of the split alone, so that runs with different training seeds are
@@ -88,9 +112,7 @@ class DigitsDataModule(L.LightningDataModule):
                 f" got {val_fraction} and {test_fraction}"
             )
         self.save_hyperparameters()
-        # Drives the train shuffle and the workers' seeds; its state is saved in checkpoints.
-        self.train_generator = torch.Generator()
-        self.train_generator.manual_seed(int(os.environ.get("PL_GLOBAL_SEED", 0)))
+        self.first_epoch = 0  # of this process's training; set from the checkpoint on resume
         self.splits: dict[str, ImageDataset] = {}
         self.split_indices: dict[str, Tensor] = {}
 
@@ -125,12 +147,26 @@ class DigitsDataModule(L.LightningDataModule):
         return self._loader("test")
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        dataset = self.splits[split]
+        # The seed `seed_everything` chose (Lightning's own samplers read it from here too).
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        if shuffle:
+            trainer = self.trainer
+            world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+            sampler = EpochSeededSampler(dataset, seed, num_replicas=world_size, rank=rank)
+            # Lightning starts drawing batches before its first `set_epoch` call: without this a
+            # resumed run would replay the draws of epoch 0.
+            sampler.set_epoch(self.first_epoch)
+            generator = sampler.generator
+        else:
+            # Evaluation draws nothing at random; its own generator keeps it off the global one.
+            sampler, generator = None, torch.Generator().manual_seed(seed)
         workers = self.hparams.num_workers
         return DataLoader(
-            self.splits[split],
+            dataset,
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            generator=self.train_generator if shuffle else None,
+            sampler=sampler,
+            generator=generator,
             num_workers=workers,
             # Seeds torch, NumPy and `random` in each worker from the loader's generator, the
             # worker id and the process rank: distinct streams, the same ones on every re-run.
@@ -144,8 +180,11 @@ class DigitsDataModule(L.LightningDataModule):
         trainer = self.trainer
         return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"train_generator": self.train_generator.get_state()}
+    def state_dict(self) -> dict[str, int]:
+        """Saved in every checkpoint: the epoch that a run resumed from it starts with."""
+        trainer = self.trainer
+        # The counter Lightning passes to `set_epoch`; it already counts an epoch that ended.
+        return {"next_epoch": trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0}
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.train_generator.set_state(state_dict["train_generator"])
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self.first_epoch = state_dict["next_epoch"]

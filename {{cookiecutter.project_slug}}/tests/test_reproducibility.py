@@ -1,0 +1,160 @@
+"""The guarantees a team relies on: re-runs and resumed runs are exact, and a stopped run can go on.
+
+All on CPU in deterministic mode, with two DataLoader workers and random augmentation on; epochs
+are cut to a few batches, which shortens the runs without touching the shuffle, the worker seeds or
+the checkpoints that the claims are about.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from {{ cookiecutter.package_name }}.cli import TrainCLI
+from {{ cookiecutter.package_name }}.module import Classifier
+
+from conftest import PROJECT_ROOT, train
+
+EXACT = (
+    "--trainer.deterministic", "true",
+    "--data.num_workers", "2",
+    "--trainer.limit_train_batches", "5",
+    "--trainer.limit_val_batches", "2",
+    "--trainer.enable_progress_bar", "false",
+)  # fmt: skip
+STEPS_PER_EPOCH = 5
+
+
+def last_weights(cli: TrainCLI) -> dict[str, torch.Tensor]:
+    path = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+def identical(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor]) -> bool:
+    return first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
+
+
+def logged_scalars(cli: TrainCLI) -> dict[str, list[tuple[int, float]]]:
+    events = EventAccumulator(cli.trainer.log_dir)
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_the_same_seed_gives_bit_identical_weights_and_metrics(tmp_path: Path) -> None:
+    first = train(tmp_path / "first", "--seed_everything", "7", "--trainer.max_epochs", "2", *EXACT)
+    again = train(tmp_path / "again", "--seed_everything", "7", "--trainer.max_epochs", "2", *EXACT)
+    other = train(tmp_path / "other", "--seed_everything", "8", "--trainer.max_epochs", "2", *EXACT)
+    assert identical(last_weights(first), last_weights(again))
+    assert logged_scalars(first) == logged_scalars(again)
+    assert {"train/loss_step", "val/acc", "lr-AdamW"} <= set(logged_scalars(first))
+    assert not identical(last_weights(first), last_weights(other))
+
+
+def press_ctrl_c_when_epoch_starts(epoch: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    def on_train_epoch_start(self: Classifier) -> None:
+        if self.current_epoch == epoch:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Classifier, "on_train_epoch_start", on_train_epoch_start)
+
+
+@pytest.mark.parametrize("scheduler", ["constant", "onecycle"])
+def test_a_resumed_run_ends_with_the_weights_of_one_that_never_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scheduler: str
+) -> None:
+    args = ("--model.scheduler", scheduler, *EXACT)
+    whole = train(tmp_path / "whole", "--trainer.max_epochs", "4", *args)
+    if scheduler == "constant":  # a run planned for 2 epochs, extended to 4
+        train(tmp_path / "split", "--trainer.max_epochs", "2", *args)
+    else:  # the schedule depends on max_epochs: a 4-epoch run stopped after its second epoch
+        press_ctrl_c_when_epoch_starts(2, monkeypatch)
+        with pytest.raises(SystemExit):
+            train(tmp_path / "split", "--trainer.max_epochs", "4", *args)
+        monkeypatch.undo()
+    last = tmp_path / "split" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 2 * STEPS_PER_EPOCH
+    resumed = train(tmp_path / "split", "--trainer.max_epochs", "4", "--ckpt_path", str(last), *args)
+    assert resumed.trainer.global_step == whole.trainer.global_step == 4 * STEPS_PER_EPOCH
+    assert identical(last_weights(resumed), last_weights(whole))
+
+
+def test_ctrl_c_leaves_a_checkpoint_that_resumes_and_finishes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    training_step = Classifier.training_step
+
+    def interrupted_mid_epoch(self: Classifier, batch: object, batch_idx: int) -> torch.Tensor:
+        if self.global_step == STEPS_PER_EPOCH + 2:
+            raise KeyboardInterrupt
+        return training_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(Classifier, "training_step", interrupted_mid_epoch)
+    with pytest.raises(SystemExit) as exit_info:
+        train(tmp_path, "--trainer.max_epochs", "3", *EXACT)
+    monkeypatch.undo()
+    assert exit_info.value.code != 0
+    saved = tmp_path / "version_0" / "checkpoints" / "interrupted.ckpt"
+    assert f"Ctrl-C: stopped at epoch 1, step {STEPS_PER_EPOCH + 2}. Saved {saved}" in capsys.readouterr().err
+    assert torch.load(saved, weights_only=True)["global_step"] == STEPS_PER_EPOCH + 2
+    # `last` picks the interrupt checkpoint: it is newer than last.ckpt of epoch 0.
+    resumed = train(tmp_path, "--trainer.max_epochs", "3", "--ckpt_path", "last", *EXACT)
+    assert resumed.config.ckpt_path == str(saved)
+    assert resumed.trainer.current_epoch == 3 and resumed.trainer.state.finished
+
+
+def test_sigterm_stops_promptly_with_a_checkpoint_and_status_143(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [
+        sys.executable, "train.py", "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "50",
+        "--model.scheduler", "constant", "--trainer.enable_progress_bar", "false", "--data.num_workers", "0",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    checkpoints = tmp_path / "version_0" / "checkpoints"
+    try:
+        deadline = time.monotonic() + 120
+        while not (checkpoints / "last.ckpt").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert process.poll() is None, "the run ended before it could be stopped"
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 143, err
+    assert "SIGTERM: stopped at epoch" in err and "Traceback" not in err
+    interrupted = checkpoints / "interrupted.ckpt"
+    epochs = torch.load(interrupted, weights_only=True)["epoch"] + 2  # finish this epoch and one more
+    resumed = train(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", str(epochs),
+                    "--model.scheduler", "constant", "--data.num_workers", "0")  # fmt: skip
+    assert resumed.config.ckpt_path == str(interrupted)
+    assert resumed.trainer.current_epoch == epochs and resumed.trainer.state.finished
+
+
+def test_a_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad_step = STEPS_PER_EPOCH + 2
+    training_step = Classifier.training_step
+
+    def diverging(self: Classifier, batch: object, batch_idx: int) -> torch.Tensor:
+        loss = training_step(self, batch, batch_idx)
+        return loss * float("nan") if self.global_step == bad_step else loss
+
+    monkeypatch.setattr(Classifier, "training_step", diverging)
+    with pytest.raises(SystemExit) as exit_info:
+        train(tmp_path, "--trainer.max_epochs", "3", *EXACT)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    last = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
+    assert f"train/loss is nan at epoch 1, step {bad_step}" in err and str(last) in err
+    kept = torch.load(last, weights_only=True)
+    assert kept["global_step"] == STEPS_PER_EPOCH  # written after epoch 0, not overwritten since
+    assert all(torch.isfinite(tensor).all() for tensor in kept["state_dict"].values())
+    assert not (last.parent / "interrupted.ckpt").exists()
