@@ -1,9 +1,13 @@
 """Automatic precision and TF32: decided from the hardware, overridable, and right on a real GPU."""
 
+import shutil
+from pathlib import Path
+
 import pytest
 import torch
 
 from {{ cookiecutter.package_name }} import hardware
+from {{ cookiecutter.package_name }}.module import Classifier
 
 from conftest import TINY_RUN, RunCLI
 
@@ -56,3 +60,15 @@ def test_training_on_cuda_with_automatic_precision(run_cli: RunCLI) -> None:
     assert cli.trainer.strategy.root_device.type == "cuda"
     assert next(cli.model.parameters()).device.type == "cuda"
     assert cli.trainer.callback_metrics["test/acc"] >= 0.85
+
+
+@pytest.mark.skipif(shutil.which("c++") is None, reason="torch.compile on CPU needs a C++ compiler")
+def test_a_compiled_model_trains_and_saves_the_usual_checkpoints(run_cli: RunCLI) -> None:
+    cli = run_cli(
+        "--model.compile", "true", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "3",
+        "--trainer.limit_val_batches", "1", *TINY_RUN,
+    )  # fmt: skip
+    assert cli.model.net._compiled_call_impl is not None
+    assert cli.trainer.callback_metrics["test/loss"].isfinite()
+    saved = torch.load(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["state_dict"].keys() == Classifier(10, (1, 8, 8)).state_dict().keys()

@@ -72,9 +72,13 @@ class StopOnNonFiniteLoss(Callback):
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
         value = loss.item()
-        if not math.isfinite(value):
+        finite = math.isfinite(value)
+        # Under DDP all processes stop together: one that stopped alone would leave the others
+        # waiting for it in the next gradient exchange.
+        if trainer.strategy.reduce_boolean_decision(not finite, all=False):
+            what = "non-finite on another process" if finite else str(value)
             raise NonFiniteLossError(
-                f"train/loss is {value} at epoch {trainer.current_epoch}, step {trainer.global_step}"
+                f"train/loss is {what} at epoch {trainer.current_epoch}, step {trainer.global_step}"
             )
 
 

@@ -95,7 +95,7 @@ class TrainCLI(LightningCLI):
             if newest is None:
                 self.parser.error(f"ckpt_path: 'last' found no last.ckpt or interrupted.ckpt under '{root}'")
             self.config.ckpt_path = str(newest)
-        elif ckpt_path is not None and not Path(ckpt_path).is_file():
+        elif ckpt_path is not None and not Path(ckpt_path).exists():  # (FSDP saves folders)
             self.parser.error(f"ckpt_path: no checkpoint file at '{ckpt_path}'")
         # The flags switch off the Rich progress bar and summary of the default config, as they
         # would Lightning's own, instead of clashing with them.
@@ -147,8 +147,10 @@ def main(default_config: Path, args: list[str] | None = None) -> TrainCLI:
     )
     trainer = cli.trainer
     report(
-        f"Hardware: {type(trainer.accelerator).__name__} x{trainer.num_devices},"
-        f" precision {trainer.precision}, TF32 matmuls {'on' if cli.tf32 else 'off'}"
+        f"Hardware: {type(trainer.accelerator).__name__} x{trainer.num_devices}"
+        + (f" x {trainer.num_nodes} nodes" if trainer.num_nodes > 1 else "")
+        + f", {type(trainer.strategy).__name__}, precision {trainer.precision},"
+        f" TF32 matmuls {'on' if cli.tf32 else 'off'}"
     )
     checkpoint = model_checkpoint(trainer)
     try:
