@@ -16,11 +16,16 @@ from conftest import TEMPLATE, bake, run
 RUFF = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
 EXPECTED_FILES = {
     ".cookiecutter.json", ".gitattributes", ".gitignore", ".github/workflows/ci.yml", "LICENSE", "README.md",
-    "configs/default.yaml", "configs/distributed/fsdp.yaml", "pyproject.toml", "scripts/slurm.sh", "train.py",
+    "pyproject.toml", "train.py", "tune.py", "scripts/slurm.sh",
+    "configs/default.yaml", "configs/search_space.yaml", "configs/distributed/fsdp.yaml",
+    "configs/experiments/wide.yaml", "configs/experiments/sgd_cosine.yaml",
+    "configs/debug/fast_dev_run.yaml", "configs/debug/overfit.yaml", "configs/debug/limit_batches.yaml",
+    "configs/debug/profiler.yaml",
     "src/{pkg}/__init__.py", "src/{pkg}/callbacks.py", "src/{pkg}/cli.py", "src/{pkg}/data.py",
-    "src/{pkg}/hardware.py", "src/{pkg}/models.py", "src/{pkg}/module.py",
-    "tests/conftest.py", "tests/test_cli.py", "tests/test_data.py", "tests/test_hardware.py",
-    "tests/test_distributed.py", "tests/test_module.py", "tests/test_reproducibility.py", "tests/test_training.py",
+    "src/{pkg}/hardware.py", "src/{pkg}/models.py", "src/{pkg}/module.py", "src/{pkg}/tune.py",
+    "tests/conftest.py", "tests/test_cli.py", "tests/test_configs.py", "tests/test_data.py",
+    "tests/test_distributed.py", "tests/test_hardware.py", "tests/test_module.py",
+    "tests/test_reproducibility.py", "tests/test_training.py", "tests/test_tune.py",
 }  # fmt: skip
 HOSTILE = {
     "project_name": '홍길동\'s "Quoted" \\ <Project> #1 *',

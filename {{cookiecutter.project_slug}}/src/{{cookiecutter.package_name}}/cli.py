@@ -7,13 +7,14 @@ key and a flag; ``--help`` lists them and ``--print_config`` shows the resolved 
 import importlib
 import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 import lightning as L
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import ModelSummary, ProgressBar
+from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -123,11 +124,12 @@ def report(message: str) -> None:
     print(message, flush=True)
 
 
-def main(default_config: Path, args: list[str] | None = None) -> TrainCLI:
+def main(default_config: Path, args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> TrainCLI:
     """Train with early stopping and checkpoints, then test the best checkpoint.
 
     Exit status: 0 done, 1 non-finite loss or Ctrl-C, 2 bad configuration, 143 SIGTERM; the last
-    two leave a checkpoint to resume from.
+    two leave a checkpoint to resume from. ``callbacks`` join the Trainer's own: the hyperparameter
+    search (``tune.py``) passes its pruning hook here, an object no config file can hold.
     """
     cli = TrainCLI(
         Classifier,
@@ -142,7 +144,7 @@ def main(default_config: Path, args: list[str] | None = None) -> TrainCLI:
         # Added to whatever trainer.callbacks lists: the guarantees of resume and of a clean stop
         # must not depend on a config file that replaces the list.
         trainer_defaults={
-            "callbacks": [RandomStateInCheckpoint(), InterruptCheckpoint(), StopOnNonFiniteLoss()]
+            "callbacks": [RandomStateInCheckpoint(), InterruptCheckpoint(), StopOnNonFiniteLoss(), *callbacks]
         },
     )
     trainer = cli.trainer

@@ -1,0 +1,245 @@
+"""Hyperparameter search: ``python tune.py [--space FILE] [--n-trials N] [-- TRAINING FLAGS ...]``.
+
+Each trial is an ordinary run of ``cli.main``, the code path of ``train.py``, with the sampled
+values as ``--key=value`` flags: it is configured, checked, logged and checkpointed like any run.
+The study lives in a database, so a search that is stopped or killed continues where it was when
+the same command runs again, and processes pointed at the same storage share its trials.
+"""
+
+import argparse
+import contextlib
+import dataclasses
+import functools
+import io
+import json
+import math
+import shlex
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import optuna
+import sqlalchemy.exc
+import yaml
+from lightning.pytorch.callbacks import Callback
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FixedTrial, TrialState
+
+from {{ cookiecutter.package_name }}.callbacks import NonFiniteLossError
+from {{ cookiecutter.package_name }}.cli import main as train
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+class SearchSpaceError(ValueError):
+    """A search that cannot run as configured; reported in one line."""
+
+
+class TrainingExitError(Exception):
+    """The training CLI exited with this status (a bad value, Ctrl-C, SIGTERM); Optuna fails the trial."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """The search space file; ``configs/search_space.yaml`` explains each entry."""
+
+    study_name: str
+    storage: str
+    log_dir: str
+    n_trials: int
+    metric: str
+    direction: str
+    pruner: dict[str, Any]
+    heartbeat_seconds: int
+    params: dict[str, dict[str, Any]]
+    fixed: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path, **overrides: Any) -> "SearchSpace":
+        try:
+            content = yaml.safe_load(path.read_text(encoding="utf-8"))
+            return cls(**{**content, **{key: value for key, value in overrides.items() if value is not None}})
+        except (OSError, yaml.YAMLError, TypeError) as error:  # unreadable; an entry unknown or missing
+            raise SearchSpaceError(f"{path}: {str(error).split('__init__() ')[-1]}") from None
+
+    @property
+    def study_dir(self) -> Path:
+        """The parent of every trial's logs, and of ``best.yaml``."""
+        return Path(self.log_dir) / self.study_name
+
+    def suggest(self, trial: optuna.Trial | None = None) -> dict[str, Any]:
+        """``trial.suggest_<type>(key, **rest of the entry)`` for each entry of ``params``.
+
+        Without a trial: each entry's first choice or ``low`` end, checked by Optuna as a trial's
+        values are, so that a wrong entry is named before the study starts.
+        """
+        values = {}
+        for key, spec in self.params.items():
+            arguments = dict(spec) if isinstance(spec, dict) else {}
+            try:
+                kind, first = arguments.pop("type"), arguments.get("choices") or [arguments.get("low")]
+                suggest = getattr(trial or FixedTrial({key: first[0]}), f"suggest_{kind}")
+                values[key] = suggest(key, **arguments)
+            except (KeyError, AttributeError, TypeError, ValueError) as error:
+                raise SearchSpaceError(f"params.{key}: {error!r} in {spec!r}") from None
+        return values
+
+
+class ReportToTrial(Callback):
+    """Reports the metric to the trial after each validation and ends the trial when the pruner says so.
+
+    Optuna's own Lightning callback lives in ``optuna-integration``, which pins Lightning versions;
+    these few lines need neither. The best value over the epochs is the trial's score.
+    """
+
+    def __init__(self, trial: optuna.Trial, metric: str, direction: str) -> None:
+        self.trial = trial
+        self.metric = metric
+        self.better = min if direction == "minimize" else max
+        self.best: float | None = None
+        self.diverged = False
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        if self.metric not in trainer.callback_metrics:
+            logged = sorted(trainer.callback_metrics)
+            raise SearchSpaceError(f"metric: {self.metric!r} is not logged; these are: {logged}")
+        value = float(trainer.callback_metrics[self.metric])
+        if not math.isfinite(value):
+            raise optuna.TrialPruned(f"{self.metric} is {value} after epoch {trainer.current_epoch}")
+        self.best = value if self.best is None else self.better(self.best, value)
+        self.trial.report(value, step=trainer.current_epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"{self.metric} = {value:.4f} after epoch {trainer.current_epoch}")
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        self.diverged = isinstance(exception, NonFiniteLossError)
+
+
+def flags(values: dict[str, Any]) -> list[str]:
+    """``--key=value`` as typed by hand: strings as they are, other values in JSON, which is YAML too."""
+    return [f"--{key}={v if isinstance(v, str) else json.dumps(v)}" for key, v in values.items()]
+
+
+def nested(values: dict[str, Any]) -> dict[str, Any]:
+    """``{"model.lr": 0.1}`` as ``{"model": {"lr": 0.1}}``, the shape of a config file."""
+    tree: dict[str, Any] = {}
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def check_flags(default_config: Path, args: list[str]) -> None:
+    """Parses a trial's flags without training: a wrong key stops the search before the study starts."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            train(default_config, [*args, "--print_config"])
+        except SystemExit as stop:
+            if stop.code:  # the CLI has named the key
+                raise
+
+
+def open_study(space: SearchSpace) -> optuna.Study:
+    """Creates the study, or loads it to continue where it stopped."""
+    if space.storage.startswith("sqlite:///"):
+        Path(space.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    settings = dict(space.pruner)
+    try:
+        pruner = getattr(optuna.pruners, settings.pop("name"))(**settings)
+    except (KeyError, AttributeError, TypeError, ValueError) as error:
+        raise SearchSpaceError(f"pruner: {error!r} (name: a class in optuna.pruners)") from None
+    try:
+        with warnings.catch_warnings():
+            # Heartbeats tell a trial whose process died from a running one; Optuna marks the
+            # argument experimental, not the feature unreliable.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            storage = optuna.storages.RDBStorage(space.storage, heartbeat_interval=space.heartbeat_seconds)
+        return optuna.create_study(
+            storage=storage,
+            study_name=space.study_name,
+            direction=space.direction,
+            pruner=pruner,
+            load_if_exists=True,
+        )
+    except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as error:
+        raise SearchSpaceError(
+            f"study {space.study_name!r} in {space.storage}: {error}".splitlines()[0]
+        ) from None
+
+
+def run_trial(trial: optuna.Trial, space: SearchSpace, default_config: Path, extra: list[str]) -> float:
+    """One training run, logged to ``study_dir/trial_N``; a bad key stops it before any training."""
+    root = space.study_dir / f"trial_{trial.number}"
+    values = {**space.fixed, **space.suggest(trial), "trainer.default_root_dir": str(root)}
+    reporter = ReportToTrial(trial, space.metric, space.direction)
+    try:
+        train(default_config, [*extra, *flags(values)], callbacks=[reporter])
+    except SystemExit as stop:
+        if reporter.diverged:  # too high a learning rate is a bad trial, not a broken search
+            raise optuna.TrialPruned("the training loss diverged") from None
+        raise TrainingExitError(stop.code) from None
+    if reporter.best is None:
+        raise SearchSpaceError(f"metric: no validation ran, so {space.metric!r} has no value")
+    return reporter.best
+
+
+def write_best(study: optuna.Study, space: SearchSpace, extra: list[str]) -> Path:
+    """The best trial as a config file that ``train.py`` runs as it is: the fixed and the tuned values."""
+    best, path = study.best_trial, space.study_dir / "best.yaml"
+    command = shlex.join(["python", "train.py", *extra, "--config", str(path)])
+    about = f"Trial {best.number} of study {space.study_name!r}: {space.metric} = {best.value:.4f}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# {about}\n# {command}\n" + yaml.safe_dump(nested({**space.fixed, **best.params})))
+    return path
+
+
+def main(default_config: Path, default_space: Path, argv: list[str] | None = None) -> optuna.Study:
+    """Runs trials until the study holds ``n_trials`` finished ones; exit status as ``train.py``."""
+    if argv is None:  # trials get their flags as arguments, and the CLI's messages name train.py
+        argv, sys.argv = sys.argv[1:], ["train.py"]
+    own, extra = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    parser = argparse.ArgumentParser(
+        prog="tune.py",
+        description="Hyperparameter search with Optuna; every trial is a run of train.py.",
+        epilog="Flags after -- go to every trial (see python train.py --help), beneath the search space.",
+    )
+    parser.add_argument("--space", type=Path, default=default_space, help="search space file (%(default)s)")
+    parser.add_argument("--n-trials", type=int, help="finished trials the study ends with, over all runs")
+    parser.add_argument("--storage", help="database URL: sqlite:///FILE, postgresql://USER:PASSWORD@HOST/DB")
+    parser.add_argument("--study-name", help="the study's name in the storage")
+    options = parser.parse_args(own)
+    try:
+        space = SearchSpace.load(
+            options.space, n_trials=options.n_trials, storage=options.storage, study_name=options.study_name
+        )
+        check_flags(default_config, [*extra, *flags({**space.fixed, **space.suggest()})])
+        study = open_study(space)
+        done = len(study.get_trials(deepcopy=False, states=FINISHED))
+        print(f"Study {space.study_name!r} in {space.storage}: {done} of {space.n_trials} trials finished")
+        if done < space.n_trials:
+            # MaxTrialsCallback stops once all processes on this storage together have n_trials.
+            stop = MaxTrialsCallback(space.n_trials, states=FINISHED)
+            run = functools.partial(run_trial, space=space, default_config=default_config, extra=extra)
+            study.optimize(run, n_trials=space.n_trials - done, callbacks=[stop])
+    except SearchSpaceError as error:
+        sys.stderr.write(f"error: {error}\n")
+        raise SystemExit(2) from None
+    except (TrainingExitError, KeyboardInterrupt) as error:
+        code = error.args[0] if isinstance(error, TrainingExitError) else 1
+        if code != 2:  # 2: the CLI has named the bad value; otherwise the study can go on later
+            sys.stderr.write("The search stopped; the same command continues the study.\n")
+        raise SystemExit(code) from None
+    if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        print(f"Best: trial {study.best_trial.number}, {space.metric} = {study.best_value:.4f}")
+        print(f"Its config: {write_best(study, space, extra)}")
+    print(f"Every trial: tensorboard --logdir {space.study_dir}")
+    return study
