@@ -18,6 +18,9 @@ def main(answers: dict[str, str]) -> None:
         remove(project / "LICENSE")
     if answers["ci"] != "github-actions":
         remove(project / ".github")
+    if answers["docker"] == "none":
+        remove(project / "Dockerfile")
+        remove(project / ".dockerignore")
     # Replaying these answers regenerates the project: cookiecutter TEMPLATE --replay-file .cookiecutter.json
     prompts = {key: value for key, value in answers.items() if not key.startswith("_")}
     replay = json.dumps({"cookiecutter": prompts}, indent=2, ensure_ascii=False)
@@ -31,6 +34,7 @@ def main(answers: dict[str, str]) -> None:
         "  python train.py              # train, then test the best checkpoint\n"
         "  tensorboard --logdir logs    # watch the runs\n"
         "  pytest                       # the project's own tests\n"
+        "  make                         # shortcuts for these: make install, train, test, lint, ...\n"
     )
 
 

@@ -14,6 +14,7 @@ CHOICES = {
     "python_version": SUPPORTED_PYTHON,
     "license": ("MIT", "Apache-2.0", "BSD-3-Clause", "none"),
     "ci": ("github-actions", "none"),
+    "docker": ("none", "cpu", "cuda"),
 }
 # Import names the generated project, its tools or its tests already use: a package with one of
 # these names would shadow the real one.

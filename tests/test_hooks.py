@@ -65,9 +65,10 @@ def test_the_hook_refuses_choices_outside_the_list() -> None:
     spec.loader.exec_module(hook)
     answers = {
         "project_slug": "demo", "package_name": "demo", "author_email": "", "python_version": "3.9",
-        "license": "GPL", "ci": "none",
+        "license": "GPL", "ci": "none", "docker": "rocm",
     }  # fmt: skip
     assert hook.problems(answers) == [
         "python_version '3.9' is not supported; choose one of 3.10, 3.11, 3.12, 3.13",
         "license 'GPL' is not supported; choose one of MIT, Apache-2.0, BSD-3-Clause, none",
+        "docker 'rocm' is not supported; choose one of none, cpu, cuda",
     ]
