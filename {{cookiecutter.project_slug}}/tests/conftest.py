@@ -25,6 +25,17 @@ def train(root: Path, *args: str) -> TrainCLI:
 RunCLI = Callable[..., TrainCLI]
 
 
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainCLI:
+    """A short real run shared by the tests that need a trained checkpoint: a narrow network after
+    2 epochs, far above chance but not yet accurate. Its best checkpoint was tested."""
+    return train(
+        tmp_path_factory.mktemp("trained"),
+        *("--trainer.max_epochs", "2", "--model.width", "8", "--model.lr", "0.01"),
+        *("--trainer.enable_progress_bar", "false", *TINY_RUN),
+    )
+
+
 @pytest.fixture
 def run_cli(tmp_path: Path) -> RunCLI:
     """``run_cli("--trainer.max_epochs", "1")``: ``train`` into this test's temporary directory."""

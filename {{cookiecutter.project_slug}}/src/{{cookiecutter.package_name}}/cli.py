@@ -28,6 +28,7 @@ from {{ cookiecutter.package_name }}.callbacks import (
 )
 from {{ cookiecutter.package_name }}.hardware import auto_precision, enable_tf32_if_supported
 from {{ cookiecutter.package_name }}.module import Classifier
+from {{ cookiecutter.package_name }}.predict import predict_to_csv
 
 
 def concise(message: str) -> str:
@@ -77,6 +78,13 @@ class TrainCLI(LightningCLI):
             help="Checkpoint to resume from: a file path, or 'last' for the newest last.ckpt or"
             " interrupted.ckpt under trainer.default_root_dir.",
         )
+        parser.add_argument(
+            "--predict_path",
+            type=str | None,
+            default=None,
+            help="Instead of training: predict the DataModule's predict split with the --ckpt_path"
+            " checkpoint and write a CSV file here (index, prediction, probability, label).",
+        )
         # One directory for everything a run writes: --trainer.default_root_dir moves the logs too.
         parser.link_arguments("trainer.default_root_dir", "trainer.logger.init_args.save_dir")
         # Sizes that depend on the data are read from the DataModule, never typed twice.
@@ -86,6 +94,11 @@ class TrainCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         trainer = self.config.trainer
         ckpt_path = self.config.ckpt_path
+        predict_path = self.config.predict_path
+        if predict_path is not None and ckpt_path is None:
+            self.parser.error("predict_path: needs --ckpt_path, the checkpoint to predict with (or 'last')")
+        if predict_path is not None and Path(predict_path).is_dir():
+            self.parser.error(f"predict_path: '{predict_path}' is a directory; name the CSV file to write")
         if ckpt_path == "last":
             root = Path(trainer.default_root_dir)
             candidates = [
@@ -125,7 +138,8 @@ def report(message: str) -> None:
 
 
 def main(default_config: Path, args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> TrainCLI:
-    """Train with early stopping and checkpoints, then test the best checkpoint.
+    """Train with early stopping and checkpoints, then test the best checkpoint; or, with
+    ``--predict_path``, only predict with the ``--ckpt_path`` checkpoint and write a CSV file.
 
     Exit status: 0 done, 1 non-finite loss or Ctrl-C, 2 bad configuration, 143 SIGTERM; the last
     two leave a checkpoint to resume from. ``callbacks`` join the Trainer's own: the hyperparameter
@@ -156,6 +170,11 @@ def main(default_config: Path, args: list[str] | None = None, callbacks: Sequenc
     )
     checkpoint = model_checkpoint(trainer)
     try:
+        if cli.config.predict_path is not None:
+            model_class, ckpt_path = type(cli.model), cli.config.ckpt_path
+            writer = predict_to_csv(trainer, model_class, ckpt_path, cli.datamodule, cli.config.predict_path)
+            report(writer.summary())
+            return cli
         trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
         best = checkpoint.best_model_path if checkpoint is not None else ""
         trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None)

@@ -1,0 +1,149 @@
+"""Export: every format writes a file that runs without this project and computes what the model does."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from {{ cookiecutter.package_name }} import export
+from {{ cookiecutter.package_name }}.cli import TrainCLI
+from {{ cookiecutter.package_name }}.module import Classifier
+
+HAS_ONNX = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "onnxruntime"))
+FORMATS = ["torchscript", "torch_export", "onnx"] if HAS_ONNX else ["torchscript", "torch_export"]
+needs_onnx = pytest.mark.skipif(not HAS_ONNX, reason="format onnx needs the export extra (onnxruntime)")
+
+RUN_EXPORTED_FILES = """
+import sys
+sys.modules["{{ cookiecutter.package_name }}"] = None  # the files must not need this project's code
+import torch
+
+inputs_path, outputs_path, *files = sys.argv[1:]
+inputs, outputs = torch.load(inputs_path), {}
+for path in files:
+    if path.endswith(".pt"):
+        run = torch.jit.load(path)
+    elif path.endswith(".pt2"):
+        run = torch.export.load(path).module()
+    else:
+        import onnxruntime
+        session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        run = lambda x: torch.from_numpy(session.run(["logits"], {"input": x.numpy()})[0])
+    with torch.no_grad():
+        outputs[path] = [run(x) for x in inputs]
+torch.save(outputs, outputs_path)
+"""
+
+
+@pytest.fixture(scope="module")
+def checkpoint(trained_run: TrainCLI) -> Path:
+    return Path(trained_run.trainer.checkpoint_callback.best_model_path)
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint: Path) -> dict[str, Path]:
+    """Each format that the installed packages allow, written where it goes by default."""
+    return {name: export.main(["--ckpt_path", str(checkpoint), "--format", name]) for name in FORMATS}
+
+
+def test_files_go_next_to_the_checkpoint(exported: dict[str, Path], checkpoint: Path) -> None:
+    suffixes = {"torchscript": ".pt", "torch_export": ".pt2", "onnx": ".onnx"}
+    assert exported == {name: checkpoint.with_suffix(suffixes[name]) for name in FORMATS}
+    assert all(path.is_file() and path.stat().st_size > 0 for path in exported.values())
+
+
+def test_the_files_run_alone_and_match_the_model_at_any_batch_size(
+    exported: dict[str, Path], checkpoint: Path, trained_run: TrainCLI, tmp_path: Path
+) -> None:
+    # Real test images, in batches of sizes that differ from the one the export traced.
+    images = trained_run.datamodule.splits["test"].images
+    inputs = [images[:1], images[1:8], images[8:72]]
+    inputs_path, outputs_path = tmp_path / "inputs.pt", tmp_path / "outputs.pt"
+    torch.save(inputs, inputs_path)
+    command = [sys.executable, "-c", RUN_EXPORTED_FILES, inputs_path, outputs_path, *exported.values()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    outputs = torch.load(outputs_path)
+
+    model = Classifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    with torch.no_grad():
+        expected = [model(x) for x in inputs]
+    for path in exported.values():
+        for actual, wanted in zip(outputs[str(path)], expected, strict=True):
+            torch.testing.assert_close(actual, wanted, atol=export.ATOL, rtol=export.RTOL)
+            assert torch.equal(actual.argmax(dim=1), wanted.argmax(dim=1))
+
+
+def test_the_network_is_rebuilt_from_the_checkpoint(checkpoint: Path) -> None:
+    net, input_shape = export.load_network(checkpoint)
+    assert not net.training and input_shape == (1, 8, 8)
+    assert net.head[-1].in_features == 2 * 8  # the trained width, not the default of the config
+
+
+def test_success_names_the_file_and_the_tolerance(checkpoint: Path, tmp_path: Path, capsys) -> None:
+    output = tmp_path / "model.pt"
+    path = export.main(["--ckpt_path", str(checkpoint), "--format", "torchscript", "--output", str(output)])
+    assert path == output and path.is_file()
+    out = capsys.readouterr().out
+    assert str(path) in out and f"atol {export.ATOL}" in out and f"rtol {export.RTOL}" in out
+
+
+def test_a_mismatch_stops_with_one_line_and_leaves_no_file(
+    checkpoint: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    def off_by_a_little(net: torch.nn.Module, example: torch.Tensor, path: Path) -> export.Runner:
+        run = export.to_torchscript(net, example, path)
+        return lambda x: run(x) + 1e-2
+
+    monkeypatch.setitem(export.EXPORTERS, "torchscript", off_by_a_little)
+    output = tmp_path / "m.pt"
+    with pytest.raises(SystemExit) as exit_info:
+        export.main(["--ckpt_path", str(checkpoint), "--format", "torchscript", "--output", str(output)])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.startswith("error: parity: the exported model differs")
+    assert not output.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--ckpt_path", "missing.ckpt", "--format", "onnx"], "no checkpoint file at 'missing.ckpt'"),
+        (["--ckpt_path", "{checkpoint}", "--format", "tflite"], "invalid choice: 'tflite'"),
+        (["--ckpt_path", "{checkpoint}"], "required: --format"),
+        (["--ckpt_path", "{not_a_checkpoint}", "--format", "torchscript"], "is not a Classifier checkpoint"),
+    ],
+)
+def test_bad_arguments_stop_with_one_line(
+    checkpoint: Path, tmp_path: Path, capsys, args: list[str], named: str
+) -> None:
+    not_a_checkpoint = tmp_path / "notes.ckpt"
+    not_a_checkpoint.write_text("not a checkpoint\n")
+    with pytest.raises(SystemExit) as exit_info:
+        export.main([arg.format(checkpoint=checkpoint, not_a_checkpoint=not_a_checkpoint) for arg in args])
+    assert exit_info.value.code == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert errors[0].startswith("error: ") and named in errors[0]
+    assert len(errors) <= 2 and "Traceback" not in errors[-1]
+
+
+def test_without_onnxruntime_onnx_says_how_to_install_it(checkpoint: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(SystemExit) as exit_info:
+        export.main(["--ckpt_path", str(checkpoint), "--format", "onnx", "--output", "unused.onnx"])
+    assert exit_info.value.code == 1
+    error = "error: format onnx needs the 'onnxruntime' package: pip install -e \".[export]\"\n"
+    assert capsys.readouterr().err == error
+
+
+@needs_onnx
+def test_the_onnx_file_declares_a_dynamic_batch(exported: dict[str, Path]) -> None:
+    import onnx
+
+    model = onnx.load(str(exported["onnx"]))
+    onnx.checker.check_model(model)
+    (graph_input,) = model.graph.input
+    batch, *rest = graph_input.type.tensor_type.shape.dim
+    assert graph_input.name == "input" and batch.dim_param and [d.dim_value for d in rest] == [1, 8, 8]
