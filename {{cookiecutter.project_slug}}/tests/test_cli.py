@@ -3,10 +3,9 @@
 from pathlib import Path
 
 import pytest
+import sklearn.datasets
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-from {{ cookiecutter.package_name }} import data
 
 from conftest import TINY_RUN, RunCLI
 
@@ -51,7 +50,7 @@ def test_overrides_compose_on_top_of_the_default_config(run_cli: RunCLI, capsys,
     assert config["data"]["init_args"]["batch_size"] == 32
     assert config["seed_everything"] == 7
     # Untouched keys keep the values of configs/default.yaml.
-    assert config["model"]["optimizer"] == "adamw" and config["data"]["init_args"]["num_workers"] == 2
+    assert config["model"]["optimizer"] == "adamw" and config["data"]["init_args"]["val_fraction"] == 0.15
 
 
 def test_help_lists_the_keys(run_cli: RunCLI, capsys) -> None:
@@ -84,7 +83,7 @@ def test_bad_values_stop_before_any_work_with_the_key_named(
     named: str,
 ) -> None:
     loads: list[object] = []
-    monkeypatch.setattr(data, "load_digits", lambda: loads.append("data loaded"))
+    monkeypatch.setattr(sklearn.datasets, "load_digits", lambda: loads.append("data loaded"))
     with pytest.raises(SystemExit) as exit_info:
         run_cli(*args)
     assert exit_info.value.code == 2

@@ -54,7 +54,7 @@ def test_the_resolved_config_is_saved_with_the_run(run: TrainCLI) -> None:
 def test_tensorboard_holds_losses_metrics_and_learning_rate(events: EventAccumulator) -> None:
     scalars = set(events.Tags()["scalars"])
     expected = {
-        "train/loss_step", "train/loss_epoch", "train/acc", "train/f1",
+        "train/loss_step", "train/loss_epoch", "train/acc",
         "val/loss", "val/acc", "val/f1",
         "test/loss", "test/acc", "test/f1",
         "lr-AdamW",

@@ -6,13 +6,13 @@ in ``configs/default.yaml`` at it. Nothing else needs to change.
 """
 
 import os
+import warnings
 
 import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.fabric.utilities.seed import pl_worker_init_function
-from sklearn.datasets import load_digits
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -75,7 +75,10 @@ class DigitsDataModule(L.LightningDataModule):
 
     Args:
         batch_size: Samples per batch on each device.
-        num_workers: DataLoader worker processes; each gets its own reproducible seed.
+        num_workers: DataLoader worker processes; each gets its own reproducible seed. 0 (load in
+            the training process) suits this data set, which sits in memory: workers would only
+            copy the same tensors between processes and compete with the training threads for
+            the cores. Raise it for data that is read and decoded from disk.
         persistent_workers: Keep workers alive between epochs. Off by default: workers started
             afresh each epoch are seeded from (seed, epoch), so a resumed run draws the same
             augmentations as one that never stopped; persistent workers carry their random
@@ -94,7 +97,7 @@ class DigitsDataModule(L.LightningDataModule):
     def __init__(
         self,
         batch_size: int = 64,
-        num_workers: int = 2,
+        num_workers: int = 0,
         persistent_workers: bool = False,
         val_fraction: float = 0.15,
         test_fraction: float = 0.15,
@@ -112,6 +115,8 @@ class DigitsDataModule(L.LightningDataModule):
                 f" got {val_fraction} and {test_fraction}"
             )
         self.save_hyperparameters()
+        if num_workers == 0:  # Lightning's advice to add workers is meant for data read from disk
+            warnings.filterwarnings("ignore", message=r"The '\w+_dataloader' does not have many workers")
         self.first_epoch = 0  # of this process's training; set from the checkpoint on resume
         self.splits: dict[str, ImageDataset] = {}
         self.split_indices: dict[str, Tensor] = {}
@@ -119,6 +124,8 @@ class DigitsDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
+        from sklearn.datasets import load_digits  # here, not at the top: keeps `--help` quick
+
         digits = load_digits()
         images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
         labels = torch.tensor(digits.target, dtype=torch.long)
@@ -144,6 +151,7 @@ class DigitsDataModule(L.LightningDataModule):
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
+        """The test split, labels included: ``--predict_path`` writes them beside the predictions."""
         return self._loader("test")
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
