@@ -1,19 +1,22 @@
 """Per-epoch cost of the generated project's Lightning fit loop against a hand-written PyTorch loop.
 
-Bakes the default project, then alternates in one process, round after round:
+Bakes the default project, then, in one process, round after round:
 
 A. the project's Trainer exactly as ``python train.py`` builds it (its ``cli.main`` with the default
    config: callbacks, TensorBoard logger, Rich progress bar, both checkpoints, early stopping, the
-   learning-rate monitor), fitting its ``Classifier`` on a training split tiled ``--repeat`` times;
+   learning-rate monitor, the dashboards), fitting its ``Classifier`` on a training split tiled
+   ``--repeat`` times;
 B. the loop of every PyTorch tutorial (zero_grad, forward, loss, backward, step, scheduler step) over
    a copy of the same ``SmallCNN`` with A's initial weights, the same tiled dataset object (same
    tensors, same per-sample augmentation), batch size, optimizer, schedule and number of steps.
 
-Both run one validation pass over the project's validation split per epoch. A's epochs are timed
-from one ``on_train_epoch_start`` to the next (the last one to ``on_train_end``), so they include its
-validation, logging, progress bar and checkpoint writes; its once-per-fit set-up (sanity check,
-model summary, graph tracing) is reported apart. Interleaving A and B (A B, B A, A B, ...) cancels
-slow drifts of the machine's speed; the ratio of the median epoch times is printed last as
+Both run one validation pass over the project's validation split per epoch. The two alternate
+epoch by epoch: one epoch of B runs at the start of each of A's epochs, and after A's last one, so
+that every epoch of A lies between two of B and a machine whose speed drifts (a shared or virtual
+machine) slows both alike. A's epoch is the time from one ``on_train_epoch_start`` to the next (the
+last one to ``on_train_end``), less the epoch of B inside it: it includes A's validation, logging,
+progress bar and checkpoint writes. A's once-per-fit set-up (sanity check, model summary, graph
+tracing) is reported apart. The ratio of the median epoch times is printed last as
 ``overhead ratio: X.XX``.
 
 The progress bar renders as it would on a terminal, into /dev/null: piped to a file, Rich would
@@ -67,20 +70,79 @@ def import_project(project: Path, package: str) -> dict[str, ModuleType]:
     return modules
 
 
-class EpochTimer(Callback):
-    """Stamps the start of every training epoch and the end of training."""
+class PlainLoop:
+    """The hand-written loop (B) on a copy of A's network at its initial weights, one epoch per call."""
 
-    def __init__(self) -> None:
+    def __init__(self, mirror: dict[str, Any], epochs: int, workers: int) -> None:
+        self.device: torch.device = mirror["device"]
+        self.hp, batch_size = mirror["hparams"], mirror["data"]["batch_size"]
+        self.net = copy.deepcopy(mirror["net"]).to(self.device)
+        self.train_loader = DataLoader(
+            mirror["train_set"], batch_size=batch_size, shuffle=True, num_workers=workers
+        )
+        self.val_loader = DataLoader(mirror["val_set"], batch_size=batch_size, num_workers=workers)
+        self.optimizer = make_optimizer(self.net, self.hp)
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        if self.hp["scheduler"] == "onecycle":
+            total = epochs * len(self.train_loader)
+            self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                self.optimizer, max_lr=self.hp["lr"], total_steps=total
+            )
+        elif self.hp["scheduler"] == "cosine":
+            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=epochs)
+        self.times: list[float] = []
+
+    def run_epoch(self) -> float:
+        """Trains one epoch and validates; returns and records its wall time."""
+        net, optimizer, scheduler, device = self.net, self.optimizer, self.scheduler, self.device
+        start = time.perf_counter()
+        net.train()
+        for x, y in self.train_loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            optimizer.zero_grad()
+            loss = F.cross_entropy(net(x), y)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None and self.hp["scheduler"] == "onecycle":
+                scheduler.step()
+        if scheduler is not None and self.hp["scheduler"] == "cosine":
+            scheduler.step()
+        net.eval()
+        correct = total_loss = 0.0
+        with torch.no_grad():
+            for x, y in self.val_loader:
+                x, y = x.to(device), y.to(device)
+                logits = net(x)
+                total_loss += F.cross_entropy(logits, y, reduction="sum").item()
+                correct += (logits.argmax(dim=-1) == y).sum().item()
+        synchronize(device)
+        self.times.append(time.perf_counter() - start)
+        return self.times[-1]
+
+
+class Interleave(Callback):
+    """Runs an epoch of B before each of A's epochs and after A's last; stamps A's epochs."""
+
+    def __init__(self, plain: PlainLoop) -> None:
+        self.plain = plain
         self.marks: list[float] = []
+        self.inside: list[float] = []  # seconds of B that ran inside each interval of A
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        took = self.plain.run_epoch()
+        if self.marks:  # B ran inside the interval of A's previous epoch, which ends now
+            self.inside.append(took)
         self.marks.append(time.perf_counter())
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.marks.append(time.perf_counter())
+        self.inside.append(0.0)
+        self.plain.run_epoch()  # A's last epoch, too, is followed by one of B
 
     def epoch_seconds(self) -> list[float]:
-        return [end - start for start, end in itertools.pairwise(self.marks)]
+        """A's epochs: each interval between stamps, less the epoch of B that ran inside it."""
+        intervals = itertools.pairwise(self.marks)
+        return [end - start - b for (start, end), b in zip(intervals, self.inside, strict=True)]
 
 
 def build_cli(cli_module: ModuleType, default_config: Path, args: list[str]) -> Any:
@@ -123,16 +185,18 @@ def prepare_lightning(
     return cli, mirror
 
 
-def run_lightning(cli: Any) -> tuple[list[float], float]:
-    """One fit of the project's Trainer (A): its epoch times, and its set-up time outside them."""
-    timer = EpochTimer()
-    cli.trainer.callbacks.append(timer)
+def run_interleaved(cli: Any, plain: PlainLoop) -> tuple[list[float], list[float], float]:
+    """One fit of the project's Trainer (A) with B's epochs in between: A's and B's epoch times,
+    and A's set-up time outside its epochs."""
+    interleave = Interleave(plain)
+    cli.trainer.callbacks.append(interleave)
     start = time.perf_counter()
     with quiet_stdout():
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     end = time.perf_counter()
-    epochs = timer.epoch_seconds()
-    return epochs, (end - start) - sum(epochs)
+    a_epochs = interleave.epoch_seconds()
+    outside = (end - start) - sum(a_epochs) - sum(plain.times)
+    return a_epochs, plain.times, outside
 
 
 def make_optimizer(net: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
@@ -147,50 +211,6 @@ def make_optimizer(net: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def run_plain(mirror: dict[str, Any], epochs: int, workers: int) -> list[float]:
-    """The hand-written loop (B) on a copy of A's network at its initial weights; its epoch times."""
-    device: torch.device = mirror["device"]
-    hp, batch_size = mirror["hparams"], mirror["data"]["batch_size"]
-    net = copy.deepcopy(mirror["net"]).to(device)
-    train_loader = DataLoader(mirror["train_set"], batch_size=batch_size, shuffle=True, num_workers=workers)
-    val_loader = DataLoader(mirror["val_set"], batch_size=batch_size, num_workers=workers)
-    optimizer = make_optimizer(net, hp)
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-    if hp["scheduler"] == "onecycle":
-        total = epochs * len(train_loader)
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp["lr"], total_steps=total)
-    elif hp["scheduler"] == "cosine":
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=mirror["max_epochs"])
-    times = []
-    batches = iter(train_loader)  # Lightning, too, starts its first epoch's iterator before the clock
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        if epoch > 0:
-            batches = iter(train_loader)
-        net.train()
-        for x, y in batches:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            optimizer.zero_grad()
-            loss = F.cross_entropy(net(x), y)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None and hp["scheduler"] == "onecycle":
-                scheduler.step()
-        if scheduler is not None and hp["scheduler"] == "cosine":
-            scheduler.step()
-        net.eval()
-        correct = total_loss = 0.0
-        with torch.no_grad():
-            for x, y in val_loader:
-                x, y = x.to(device), y.to(device)
-                logits = net(x)
-                total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-                correct += (logits.argmax(dim=-1) == y).sum().item()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return times
 
 
 def warm_up(mirror: dict[str, Any], steps: int) -> None:
@@ -213,9 +233,9 @@ def project_args(options: argparse.Namespace, root: Path) -> list[str]:
 
 def parse_options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds on a smaller dataset (a smoke test)")
-    parser.add_argument("--rounds", type=int, help="A B rounds (default 5, --quick 2)")
-    parser.add_argument("--epochs", type=int, help="epochs per fit (default 2)")
+    parser.add_argument("--quick", action="store_true", help="1 short round, smaller data (smoke test)")
+    parser.add_argument("--rounds", type=int, help="fits of A, each with its B (default 3, --quick 1)")
+    parser.add_argument("--epochs", type=int, help="epochs per fit (default 4, --quick 2)")
     parser.add_argument(
         "--repeat", type=int, help="copies of the training split per epoch (default 12, --quick 4)"
     )
@@ -238,8 +258,8 @@ def parse_options() -> argparse.Namespace:
         "--no-tty", action="store_true", help="let Rich see a pipe, as in a batch job's log, not a terminal"
     )
     options = parser.parse_args()
-    options.rounds = options.rounds or (2 if options.quick else 5)
-    options.epochs = options.epochs or 2
+    options.rounds = options.rounds or (1 if options.quick else 3)
+    options.epochs = options.epochs or (2 if options.quick else 4)
     options.repeat = options.repeat or (4 if options.quick else 12)
     return options
 
@@ -280,30 +300,29 @@ def main() -> None:
                 if mirror["precision"] != "32-true":
                     print("note: B runs in float32, A does not; the ratio compares different arithmetic")
                 warm_up(mirror, steps=20)
-            # A B, then B A: a machine that speeds up or slows down during a round favours neither.
-            if round_ % 2:
-                a, setup = run_lightning(cli)
-                b = run_plain(mirror, options.epochs, workers)
-            else:
-                b = run_plain(mirror, options.epochs, workers)
-                a, setup = run_lightning(cli)
-            del cli, mirror
+            # B's epochs: one before each of A's and one after A's last (its schedule spans them all).
+            plain = PlainLoop(mirror, options.epochs + 1, workers)
+            a, b, setup = run_interleaved(cli, plain)
+            del cli, mirror, plain
             gc.collect()
             a_times += a
             b_times += b
             setups.append(setup)
-            ratios.append(statistics.median(a) / statistics.median(b))
+            # Each epoch of A against the mean of the two epochs of B around it.
+            around = [(b_k + b_next) / 2 for b_k, b_next in itertools.pairwise(b)]
+            pairs = [a_k / b_k for a_k, b_k in zip(a, around, strict=True)]
+            ratios += pairs
             print(
-                f"round {round_} ({'A B' if round_ % 2 else 'B A'}): A {' '.join(f'{t:.3f}' for t in a)}"
-                f" s/epoch (+{setup:.2f} s set-up) | B {' '.join(f'{t:.3f}' for t in b)} s/epoch"
-                f" | A/B {ratios[-1]:.3f}",
+                f"round {round_}: A {' '.join(f'{t:.3f}' for t in a)} s/epoch (+{setup:.2f} s set-up)"
+                f" | B {' '.join(f'{t:.3f}' for t in b)} s/epoch"
+                f" | A/B by epoch {' '.join(f'{r:.3f}' for r in pairs)}",
                 flush=True,
             )
         a_median, b_median = statistics.median(a_times), statistics.median(b_times)
         print(f"A (project fit loop): median {a_median:.3f} s/epoch over {len(a_times)} epochs")
         print(f"B (hand-written loop): median {b_median:.3f} s/epoch over {len(b_times)} epochs")
         print(f"A set-up per fit, outside the epochs: median {statistics.median(setups):.2f} s")
-        print(f"median of per-round ratios: {statistics.median(ratios):.3f}")
+        print(f"median of the epoch-by-epoch ratios: {statistics.median(ratios):.3f}")
         print(f"overhead ratio: {a_median / b_median:.2f}")
 
 
