@@ -25,6 +25,7 @@ EXPECTED_FILES = {
     "src/{pkg}/__init__.py", "src/{pkg}/callbacks.py", "src/{pkg}/cli.py", "src/{pkg}/data.py",
     "src/{pkg}/hardware.py", "src/{pkg}/models.py", "src/{pkg}/module.py", "src/{pkg}/tune.py",
     "src/{pkg}/dashboards.py", "src/{pkg}/drawing.py", "src/{pkg}/export.py", "src/{pkg}/predict.py",
+    "src/{pkg}/search_space.py",
     "tests/conftest.py", "tests/test_cli.py", "tests/test_configs.py", "tests/test_data.py",
     "tests/test_distributed.py", "tests/test_hardware.py", "tests/test_module.py",
     "tests/test_reproducibility.py", "tests/test_training.py", "tests/test_tune.py",

@@ -8,16 +8,13 @@ the same command runs again, and processes pointed at the same storage share its
 
 import argparse
 import contextlib
-import dataclasses
 import functools
 import io
-import json
 import math
 import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import optuna
@@ -25,66 +22,17 @@ import sqlalchemy.exc
 import yaml
 from lightning.pytorch.callbacks import Callback
 from optuna.study import MaxTrialsCallback
-from optuna.trial import FixedTrial, TrialState
+from optuna.trial import TrialState
 
 from {{ cookiecutter.package_name }}.callbacks import NonFiniteLossError
 from {{ cookiecutter.package_name }}.cli import main as train
+from {{ cookiecutter.package_name }}.search_space import SearchSpace, SearchSpaceError, flags, nested
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-class SearchSpaceError(ValueError):
-    """A search that cannot run as configured; reported in one line."""
-
-
 class TrainingExitError(Exception):
     """The training CLI exited with this status (a bad value, Ctrl-C, SIGTERM); Optuna fails the trial."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SearchSpace:
-    """The search space file; ``configs/search_space.yaml`` explains each entry."""
-
-    study_name: str
-    storage: str
-    log_dir: str
-    n_trials: int
-    metric: str
-    direction: str
-    pruner: dict[str, Any]
-    heartbeat_seconds: int
-    params: dict[str, dict[str, Any]]
-    fixed: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def load(cls, path: Path, **overrides: Any) -> "SearchSpace":
-        try:
-            content = yaml.safe_load(path.read_text(encoding="utf-8"))
-            return cls(**{**content, **{key: value for key, value in overrides.items() if value is not None}})
-        except (OSError, yaml.YAMLError, TypeError) as error:  # unreadable; an entry unknown or missing
-            raise SearchSpaceError(f"{path}: {str(error).split('__init__() ')[-1]}") from None
-
-    @property
-    def study_dir(self) -> Path:
-        """The parent of every trial's logs, and of ``best.yaml``."""
-        return Path(self.log_dir) / self.study_name
-
-    def suggest(self, trial: optuna.Trial | None = None) -> dict[str, Any]:
-        """``trial.suggest_<type>(key, **rest of the entry)`` for each entry of ``params``.
-
-        Without a trial: each entry's first choice or ``low`` end, checked by Optuna as a trial's
-        values are, so that a wrong entry is named before the study starts.
-        """
-        values = {}
-        for key, spec in self.params.items():
-            arguments = dict(spec) if isinstance(spec, dict) else {}
-            try:
-                kind, first = arguments.pop("type"), arguments.get("choices") or [arguments.get("low")]
-                suggest = getattr(trial or FixedTrial({key: first[0]}), f"suggest_{kind}")
-                values[key] = suggest(key, **arguments)
-            except (KeyError, AttributeError, TypeError, ValueError) as error:
-                raise SearchSpaceError(f"params.{key}: {error!r} in {spec!r}") from None
-        return values
 
 
 class ReportToTrial(Callback):
@@ -119,23 +67,6 @@ class ReportToTrial(Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         self.diverged = isinstance(exception, NonFiniteLossError)
-
-
-def flags(values: dict[str, Any]) -> list[str]:
-    """``--key=value`` as typed by hand: strings as they are, other values in JSON, which is YAML too."""
-    return [f"--{key}={v if isinstance(v, str) else json.dumps(v)}" for key, v in values.items()]
-
-
-def nested(values: dict[str, Any]) -> dict[str, Any]:
-    """``{"model.lr": 0.1}`` as ``{"model": {"lr": 0.1}}``, the shape of a config file."""
-    tree: dict[str, Any] = {}
-    for key, value in values.items():
-        *parents, leaf = key.split(".")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return tree
 
 
 def check_flags(default_config: Path, args: list[str]) -> None:
