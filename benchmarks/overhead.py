@@ -257,6 +257,9 @@ def parse_options() -> argparse.Namespace:
     parser.add_argument(
         "--no-tty", action="store_true", help="let Rich see a pipe, as in a batch job's log, not a terminal"
     )
+    parser.add_argument(
+        "--threads", type=int, help="torch intra-op threads for A and B (default: torch's, one per core)"
+    )
     options = parser.parse_args()
     options.rounds = options.rounds or (1 if options.quick else 3)
     options.epochs = options.epochs or (2 if options.quick else 4)
@@ -270,6 +273,8 @@ def main() -> None:
         os.environ["TTY_COMPATIBLE"] = "1"  # Rich draws as on a terminal (into /dev/null)
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)  # start-up notes, once per fit
+    if options.threads:
+        torch.set_num_threads(options.threads)
     print(machine(), flush=True)
     with tempfile.TemporaryDirectory(prefix="overhead-") as scratch:
         project, package = bake_project(Path(scratch))
