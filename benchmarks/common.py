@@ -35,8 +35,8 @@ def bake(output_dir: Path) -> Path:
         return Path(cookiecutter(str(REPO), no_input=True, output_dir=str(output_dir)))
 
 
-def machine() -> str:
-    """The processor, its cores and the library versions, for the results table."""
+def machine(device: str = "cpu") -> str:
+    """The processor, its cores, the GPU on ``device="cuda"`` and the library versions, for the results."""
     import lightning
     import torch
 
@@ -46,8 +46,12 @@ def machine() -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
+    gpu = ""
+    if device == "cuda":
+        major, minor = torch.cuda.get_device_capability()
+        gpu = f"; GPU {torch.cuda.get_device_name()} (compute capability {major}.{minor})"
     return (
-        f"machine: {model}, {os.cpu_count()} cores; Python {platform.python_version()},"
+        f"machine: {model}, {os.cpu_count()} cores{gpu}; Python {platform.python_version()},"
         f" torch {torch.__version__}, lightning {lightning.__version__}"
     )
 

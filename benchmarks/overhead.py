@@ -1,23 +1,42 @@
 """Per-epoch cost of the generated project's Lightning fit loop against a hand-written PyTorch loop.
 
-Bakes the default project, then, in one process, round after round:
+Bakes the default project, then, in one process, round after round, three loops over the same
+data (the project's training split tiled ``--repeat`` times, the project's validation split):
 
-A. the project's Trainer exactly as ``python train.py`` builds it (its ``cli.main`` with the default
-   config: callbacks, TensorBoard logger, Rich progress bar, both checkpoints, early stopping, the
-   learning-rate monitor, the dashboards), fitting its ``Classifier`` on a training split tiled
-   ``--repeat`` times;
-B. the loop of every PyTorch tutorial (zero_grad, forward, loss, backward, step, scheduler step) over
-   a copy of the same ``SmallCNN`` with A's initial weights, the same tiled dataset object (same
-   tensors, same per-sample augmentation), batch size, optimizer, schedule and number of steps.
+A. the project's Trainer exactly as ``python train.py`` builds it (its ``engine.cli.main`` with the
+   default config: callbacks, TensorBoard logger, Rich progress bar, both checkpoints, early
+   stopping, the learning-rate monitor, the dashboards), fitting its ``Classifier``;
+B. the loop of every PyTorch tutorial (zero_grad, forward, loss, backward, step, scheduler step),
+   built from the project's resolved config alone: the network class and arguments that
+   ``model.net`` names (``SmallCNN(10, in_channels=1, width=32, dropout=0.1)`` by default), loaded
+   with A's initial weights; the optimizer class and arguments of ``model.optimizer`` (AdamW, lr
+   0.003, weight decay 1e-4); for the default ``model.scheduler``, torch's ``OneCycleLR`` peaking at
+   the optimizer's lr over A's total number of optimizer steps, stepped after each step (another
+   class is built as the project builds it, with ``(optimizer, total_steps)``; ``null``: none);
+   a ``DataLoader`` over the same dataset objects with A's batch size;
+C. Lightning's floor: a bare ``Trainer`` (``logger=False``, no progress bar, model summary,
+   checkpoints or callbacks but the measuring one that A carries too) fitting the project's
+   ``Classifier`` around a new network built as B's, with the optimizer and schedule that A's
+   config built, on a DataModule of A's class over the same dataset objects.
 
-Both run one validation pass over the project's validation split per epoch. The two alternate
-epoch by epoch: one epoch of B runs at the start of each of A's epochs, and after A's last one, so
-that every epoch of A lies between two of B and a machine whose speed drifts (a shared or virtual
-machine) slows both alike. A's epoch is the time from one ``on_train_epoch_start`` to the next (the
-last one to ``on_train_end``), less the epoch of B inside it: it includes A's validation, logging,
-progress bar and checkpoint writes. A's once-per-fit set-up (sanity check, model summary, graph
-tracing) is reported apart. The ratio of the median epoch times is printed last as
-``overhead ratio: X.XX``.
+All three run one validation pass over the validation split per epoch, on one device, in A's
+precision. ``--device cuda`` runs them on the first GPU, where the project picks bf16-mixed
+(compute capability 8 or more) or else 16-mixed and turns TF32 matmuls on for the whole process; B
+then runs under ``torch.autocast`` with the same dtype, and with a ``GradScaler`` for float16, as
+Lightning does. Without a CUDA device that option stops at once with a one-line message.
+
+B alternates with A and with C epoch by epoch: one epoch of B runs at the start of each of their
+epochs, and after their last one, so that every epoch of A and of C lies between two of B and a
+machine whose speed drifts (a shared or virtual machine) slows them alike. Each round fits A and C
+once, each with its own B, in alternating order. An epoch of A (or C) is the time from one
+``on_train_epoch_start`` to the next (the last one to ``on_train_end``), less the epoch of B inside
+it: it includes the validation, logging, progress bar and checkpoint writes. The once-per-fit
+set-up (sanity check, model summary, graph tracing) is reported apart. After each fit, the
+optimizer and schedule of B are checked against the fitted loop's: same hyperparameters, same
+number of scheduler steps, same final learning rate (B's extra epoch after the fitted loop's last
+runs at the schedule's final learning rate). The script prints each loop's median epoch time, the
+training images per second that makes, the ratios A/B, C/B and A/C, and last the ratio of A's and
+B's median epoch times as ``overhead ratio: X.XX``.
 
 The progress bar renders as it would on a terminal, into /dev/null: piped to a file, Rich would
 skip drawing and the figure would hide its cost (``--no-tty`` measures that case).
@@ -26,18 +45,22 @@ skip drawing and the figure would hide its cost (``--no-tty`` measures that case
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import gc
 import importlib
+import inspect
 import itertools
 import json
 import logging
-import math
 import os
 import statistics
 import sys
 import tempfile
 import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -48,9 +71,15 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from common import bake, machine, quiet_stdout, to_flags
+
+TARGET_A_OVER_B = 1.05
+TARGET_A_OVER_C = 1.02  # A within 2% of Lightning's floor
+
+AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+"""The Trainer precisions that B mirrors with ``torch.autocast``; 32-true runs B as it is."""
 
 
 def bake_project(output_dir: Path) -> tuple[Path, str]:
@@ -60,87 +89,205 @@ def bake_project(output_dir: Path) -> tuple[Path, str]:
     return project, context["package_name"]
 
 
-def import_project(project: Path, package: str) -> dict[str, ModuleType]:
-    """Imports the baked package from its ``src`` folder, ahead of any installed copy."""
+def import_cli(project: Path, package: str) -> ModuleType:
+    """Imports the baked package's CLI module from its ``src`` folder, ahead of any installed copy."""
     sys.path.insert(0, str(project / "src"))
-    modules = {name: importlib.import_module(f"{package}.{name}") for name in ("cli", "data")}
-    origin = Path(modules["cli"].__file__ or "").resolve()
+    cli = importlib.import_module(f"{package}.engine.cli")
+    origin = Path(cli.__file__ or "").resolve()
     if project.resolve() not in origin.parents:
         raise RuntimeError(f"{package} was imported from {origin}, not from the baked project")
-    return modules
+    return cli
+
+
+def resolve(class_path: str) -> Any:
+    """The class (or function) that a config's ``class_path`` names."""
+    module, _, name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Mirror:
+    """What the three loops share, taken from the project's CLI object before it fits (A)."""
+
+    net: dict[str, Any]  # ``class_path`` and ``init_args``, the sizes linked from the data included
+    optimizer: Any  # the parsed ``model.optimizer`` entry: ``class_path`` and ``init_args``
+    scheduler: Any  # the parsed ``model.scheduler`` entry, or None
+    initial_state: dict[str, torch.Tensor]  # A's network at its initial weights
+    num_classes: int
+    batch_size: int
+    num_workers: int
+    persistent_workers: bool
+    train_set: Dataset
+    val_set: Dataset
+    device: torch.device
+    precision: str
+    compile: bool
+    max_epochs: int
+    trainer_settings: dict[str, Any] = field(default_factory=dict)  # what C takes over from A
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return AUTOCAST_DTYPES.get(self.precision)
+
+    def build_net(self) -> nn.Module:
+        """A new network of the class and arguments the config names, at A's initial weights."""
+        net: nn.Module = resolve(self.net["class_path"])(**self.net["init_args"])
+        net.load_state_dict(self.initial_state)
+        return net
 
 
 class PlainLoop:
-    """The hand-written loop (B) on a copy of A's network at its initial weights, one epoch per call."""
+    """The hand-written loop (B), built from the project's config alone; one epoch per call.
 
-    def __init__(self, mirror: dict[str, Any], epochs: int, workers: int) -> None:
-        self.device: torch.device = mirror["device"]
-        self.hp, batch_size = mirror["hparams"], mirror["data"]["batch_size"]
-        self.net = copy.deepcopy(mirror["net"]).to(self.device)
+    Its schedule spans the fitted loop's total number of optimizer steps, ``steps_per_epoch`` times
+    ``epochs``. B runs one epoch more than that (after the fitted loop's last); that epoch trains at
+    the schedule's final learning rate.
+    """
+
+    def __init__(self, mirror: Mirror, workers: int) -> None:
+        self.device = device = mirror.device
+        self.net = mirror.build_net().to(device)
+        if mirror.compile:  # model.compile: true compiles A's and C's network in place, so B's too
+            self.net.compile()
+        pin = device.type == "cuda"  # as the project's DataModule does
         self.train_loader = DataLoader(
-            mirror["train_set"], batch_size=batch_size, shuffle=True, num_workers=workers
+            mirror.train_set, batch_size=mirror.batch_size, shuffle=True, num_workers=workers, pin_memory=pin
         )
-        self.val_loader = DataLoader(mirror["val_set"], batch_size=batch_size, num_workers=workers)
-        self.optimizer = make_optimizer(self.net, self.hp)
-        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
-        if self.hp["scheduler"] == "onecycle":
-            total = epochs * len(self.train_loader)
-            self.scheduler = torch.optim.lr_scheduler.OneCycleLR(
-                self.optimizer, max_lr=self.hp["lr"], total_steps=total
-            )
-        elif self.hp["scheduler"] == "cosine":
-            self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=epochs)
+        self.val_loader = DataLoader(
+            mirror.val_set, batch_size=mirror.batch_size, num_workers=workers, pin_memory=pin
+        )
+        optimizer_class = resolve(mirror.optimizer.class_path)
+        self.optimizer: torch.optim.Optimizer = optimizer_class(
+            self.net.parameters(), **vars(mirror.optimizer.init_args)
+        )
+        self.total_steps = mirror.max_epochs * len(self.train_loader)
+        self.scheduler = make_scheduler(mirror.scheduler, self.optimizer, self.total_steps)
+        self.dtype = mirror.autocast_dtype
+        # float16 needs loss scaling; bfloat16 does not (as Lightning's 16-mixed and bf16-mixed).
+        self.scaler = torch.amp.GradScaler(device.type) if self.dtype == torch.float16 else None
+        self.steps = 0
         self.times: list[float] = []
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype, cache_enabled=False)  # as Lightning's
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        net, optimizer, scaler, device = self.net, self.optimizer, self.scaler, self.device
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        optimizer.zero_grad()
+        with self.autocast():
+            loss = F.cross_entropy(net(x), y)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # as Lightning's 16-mixed does before each step
+            scaler.step(optimizer)  # skipped when the gradients overflowed
+            scaler.update()
+        if self.scheduler is not None and self.steps < self.total_steps:
+            self.scheduler.step()
+        self.steps += 1
 
     def run_epoch(self) -> float:
         """Trains one epoch and validates; returns and records its wall time."""
-        net, optimizer, scheduler, device = self.net, self.optimizer, self.scheduler, self.device
+        net, device = self.net, self.device
+        synchronize(device)
         start = time.perf_counter()
         net.train()
         for x, y in self.train_loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            optimizer.zero_grad()
-            loss = F.cross_entropy(net(x), y)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None and self.hp["scheduler"] == "onecycle":
-                scheduler.step()
-        if scheduler is not None and self.hp["scheduler"] == "cosine":
-            scheduler.step()
+            self.train_step(x, y)
         net.eval()
-        correct = total_loss = 0.0
-        with torch.no_grad():
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        total_loss = torch.zeros((), device=device)
+        with torch.no_grad(), self.autocast():
             for x, y in self.val_loader:
-                x, y = x.to(device), y.to(device)
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 logits = net(x)
-                total_loss += F.cross_entropy(logits, y, reduction="sum").item()
-                correct += (logits.argmax(dim=-1) == y).sum().item()
+                total_loss += F.cross_entropy(logits, y, reduction="sum")
+                correct += (logits.argmax(dim=-1) == y).sum()
+        self.val_loss, self.val_correct = total_loss.item(), correct.item()  # one read-back per epoch
         synchronize(device)
         self.times.append(time.perf_counter() - start)
         return self.times[-1]
 
 
+def make_scheduler(
+    entry: Any, optimizer: torch.optim.Optimizer, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """B's schedule for the config's ``model.scheduler`` entry.
+
+    The project's ``OneCycleLR`` is torch's with the optimizer's lr as the peak: B builds torch's,
+    as a tutorial would. Any other class takes ``(optimizer, total_steps)`` as the project's do.
+    """
+    if entry is None:
+        return None
+    scheduler_class, init_args = resolve(entry.class_path), dict(vars(entry.init_args))
+    if issubclass(scheduler_class, torch.optim.lr_scheduler.OneCycleLR):
+        peak = init_args.pop("max_lr", None)
+        if peak is None:
+            peak = [group["lr"] for group in optimizer.param_groups]
+        return torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=peak, total_steps=total_steps, **init_args
+        )
+    return scheduler_class(optimizer, total_steps, **init_args)
+
+
+def check_same_optimisation(name: str, trainer: L.Trainer, plain: PlainLoop) -> None:
+    """Fails unless B ended with the optimizer settings and schedule position of the loop it ran beside."""
+    fitted, ours = trainer.optimizers[0], plain.optimizer
+    problems = []
+    if type(fitted) is not type(ours):
+        problems.append(f"optimizer {type(fitted).__name__} vs {type(ours).__name__}")
+    settings = [{k: v for k, v in group.items() if k != "params"} for group in fitted.param_groups]
+    our_settings = [{k: v for k, v in group.items() if k != "params"} for group in ours.param_groups]
+    if settings != our_settings:
+        problems.append(f"parameter groups {settings} vs {our_settings}")
+    schedulers = [config.scheduler for config in trainer.lr_scheduler_configs]
+    if len(schedulers) != (plain.scheduler is not None):
+        problems.append(f"{len(schedulers)} schedulers vs {int(plain.scheduler is not None)}")
+    elif schedulers:
+        theirs = schedulers[0]
+        for attribute in ("last_epoch", "total_steps"):
+            if getattr(theirs, attribute, None) != getattr(plain.scheduler, attribute, None):
+                problems.append(
+                    f"scheduler {attribute} {getattr(theirs, attribute, None)}"
+                    f" vs {getattr(plain.scheduler, attribute, None)}"
+                )
+    if problems:
+        raise RuntimeError(f"B does not mirror {name}: " + "; ".join(problems))
+
+
 class Interleave(Callback):
-    """Runs an epoch of B before each of A's epochs and after A's last; stamps A's epochs."""
+    """Runs an epoch of B before each epoch of the fitted loop and after its last; stamps its epochs."""
 
     def __init__(self, plain: PlainLoop) -> None:
         self.plain = plain
         self.marks: list[float] = []
-        self.inside: list[float] = []  # seconds of B that ran inside each interval of A
+        self.inside: list[float] = []  # seconds of B that ran inside each interval of the fitted loop
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        synchronize(self.plain.device)  # the fitted loop's queued work belongs to its previous epoch
         took = self.plain.run_epoch()
-        if self.marks:  # B ran inside the interval of A's previous epoch, which ends now
+        if self.marks:  # B ran inside the interval of the previous epoch, which ends now
             self.inside.append(took)
         self.marks.append(time.perf_counter())
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        synchronize(self.plain.device)
         self.marks.append(time.perf_counter())
         self.inside.append(0.0)
-        self.plain.run_epoch()  # A's last epoch, too, is followed by one of B
+        self.plain.run_epoch()  # the last epoch, too, is followed by one of B
 
     def epoch_seconds(self) -> list[float]:
-        """A's epochs: each interval between stamps, less the epoch of B that ran inside it."""
+        """The fitted loop's epochs: each interval between stamps, less the epoch of B inside it."""
         intervals = itertools.pairwise(self.marks)
         return [end - start - b for (start, end), b in zip(intervals, self.inside, strict=True)]
 
@@ -156,77 +303,150 @@ def build_cli(cli_module: ModuleType, default_config: Path, args: list[str]) -> 
 
 
 def tile_train_split(datamodule: Any, repeat: int) -> Dataset:
-    """Replaces the DataModule's training split with its images and labels repeated ``repeat`` times."""
+    """Replaces the DataModule's training split with its samples repeated ``repeat`` times.
+
+    An in-memory split (``images``, ``labels``, ``augment``, as the digits') is rebuilt from its
+    tensors repeated; any other is concatenated with itself.
+    """
     datamodule.setup("fit")
     train = datamodule.splits["train"]
-    datamodule.splits["train"] = type(train)(
-        train.images.repeat(repeat, 1, 1, 1), train.labels.repeat(repeat), augment=train.augment
-    )
-    return datamodule.splits["train"]
+    if all(hasattr(train, name) for name in ("images", "labels", "augment")):
+        tiled: Dataset = type(train)(
+            train.images.repeat(repeat, *[1] * (train.images.dim() - 1)),
+            train.labels.repeat(repeat),
+            augment=train.augment,
+        )
+    else:
+        tiled = ConcatDataset([train] * repeat)
+    datamodule.splits["train"] = tiled
+    return tiled
 
 
 def prepare_lightning(
-    modules: dict[str, ModuleType], default_config: Path, args: list[str], repeat: int
-) -> tuple[Any, dict[str, Any]]:
-    """The project's CLI object for one fit (A), and what B copies from it."""
+    cli_module: ModuleType, default_config: Path, args: list[str], repeat: int
+) -> tuple[Any, Mirror]:
+    """The project's CLI object for one fit (A), and what B and C copy from it."""
     with quiet_stdout():
-        cli = build_cli(modules["cli"], default_config, args)
+        cli = build_cli(cli_module, default_config, args)
     datamodule, model, trainer = cli.datamodule, cli.model, cli.trainer
-    mirror = {
-        "net": copy.deepcopy(model.net),  # A's initial weights, before fit touches them
-        "hparams": dict(model.hparams),
-        "data": dict(datamodule.hparams),
-        "train_set": tile_train_split(datamodule, repeat),
-        "val_set": datamodule.splits["val"],
-        "device": trainer.strategy.root_device,
-        "precision": str(trainer.precision),
-        "max_epochs": trainer.max_epochs,
-    }
+    mirror = Mirror(
+        # The network as the checkpoints record it (sizes filled in from the data); the optimizer
+        # and schedule as parsed (its values keep their types, tuples included).
+        net=model.hparams["net"],
+        optimizer=cli.config.model.optimizer,
+        scheduler=cli.config.model.scheduler,
+        initial_state=copy.deepcopy(model.net.state_dict()),  # before fit touches the weights
+        num_classes=model.hparams["num_classes"],
+        batch_size=datamodule.batch_size,
+        num_workers=datamodule.num_workers,
+        persistent_workers=datamodule.persistent_workers,
+        train_set=tile_train_split(datamodule, repeat),
+        val_set=datamodule.splits["val"],
+        device=trainer.strategy.root_device,
+        precision=str(trainer.precision),
+        compile=bool(model.hparams.get("compile", False)),
+        max_epochs=trainer.max_epochs,
+        trainer_settings={
+            "accelerator": cli.config.trainer.accelerator,
+            "devices": cli.config.trainer.devices,
+            "precision": str(trainer.precision),
+            "max_epochs": trainer.max_epochs,
+            "deterministic": cli.config.trainer.deterministic,
+            "log_every_n_steps": trainer.log_every_n_steps,
+            "default_root_dir": cli.config.trainer.default_root_dir,
+        },
+    )
     return cli, mirror
 
 
-def run_interleaved(cli: Any, plain: PlainLoop) -> tuple[list[float], list[float], float]:
-    """One fit of the project's Trainer (A) with B's epochs in between: A's and B's epoch times,
-    and A's set-up time outside its epochs."""
-    interleave = Interleave(plain)
-    cli.trainer.callbacks.append(interleave)
+def lightning_floor(
+    cli: Any, mirror: Mirror, interleave: Interleave
+) -> tuple[L.Trainer, L.LightningModule, Any]:
+    """C: a bare Trainer, the project's ``Classifier`` around a copy of A's initial network, the
+    optimizer and schedule that A's config built, and a DataModule of A's class over A's splits."""
+    model = cli.model
+    module = type(model)(
+        net=mirror.build_net(),
+        num_classes=mirror.num_classes,
+        optimizer=model.make_optimizer,
+        scheduler=model.make_scheduler,
+        compile=mirror.compile,
+    )
+    datamodule = cli.datamodule
+    accepted = inspect.signature(type(datamodule)).parameters
+    datamodule_c = type(datamodule)(**{k: v for k, v in datamodule.hparams.items() if k in accepted})
+    datamodule_c.splits = dict(datamodule.splits)  # the same dataset objects, the tiled one included
+    trainer = L.Trainer(
+        **mirror.trainer_settings,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        callbacks=[interleave],  # the measurement alone, which A carries too
+    )
+    return trainer, module, datamodule_c
+
+
+@dataclass
+class Fit:
+    """One fit of A or C with its B: the epoch times and the set-up outside the epochs."""
+
+    epochs: list[float]
+    plain: list[float]
+    setup: float
+
+    def by_epoch(self) -> list[float]:
+        """Each epoch against the mean of the two epochs of B around it."""
+        around = [(b_k + b_next) / 2 for b_k, b_next in itertools.pairwise(self.plain)]
+        return [t / b for t, b in zip(self.epochs, around, strict=True)]
+
+
+def run_fit(name: str, trainer: L.Trainer, module: Any, datamodule: Any, plain: PlainLoop) -> Fit:
+    """One fit with B's epochs in between."""
+    interleave = next(c for c in trainer.callbacks if isinstance(c, Interleave))  # type: ignore[attr-defined]
     start = time.perf_counter()
     with quiet_stdout():
-        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        trainer.fit(module, datamodule=datamodule)
     end = time.perf_counter()
-    a_epochs = interleave.epoch_seconds()
-    outside = (end - start) - sum(a_epochs) - sum(plain.times)
-    return a_epochs, plain.times, outside
+    epochs = interleave.epoch_seconds()
+    if len(epochs) != trainer.max_epochs:
+        raise RuntimeError(f"{name} ran {len(epochs)} epochs, not {trainer.max_epochs} (stopped early?)")
+    check_same_optimisation(name, trainer, plain)
+    return Fit(epochs, plain.times, (end - start) - sum(epochs) - sum(plain.times))
 
 
-def make_optimizer(net: nn.Module, hp: dict[str, Any]) -> torch.optim.Optimizer:
-    """The optimizer that ``Classifier.configure_optimizers`` builds for the same hyperparameters."""
-    if hp["optimizer"] == "adamw":
-        return torch.optim.AdamW(net.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
-    return torch.optim.SGD(
-        net.parameters(), lr=hp["lr"], momentum=0.9, nesterov=True, weight_decay=hp["weight_decay"]
-    )
+def run_round(cli: Any, mirror: Mirror, workers: int, c_first: bool) -> dict[str, Fit]:
+    """A and C, each with its own B, in the given order."""
+    fits: dict[str, Fit] = {}
+    for name in ("C", "A") if c_first else ("A", "C"):
+        plain = PlainLoop(mirror, workers)
+        interleave = Interleave(plain)
+        if name == "A":
+            cli.trainer.callbacks.append(interleave)
+            fits[name] = run_fit(name, cli.trainer, cli.model, cli.datamodule, plain)
+        else:
+            trainer, module, datamodule = lightning_floor(cli, mirror, interleave)
+            fits[name] = run_fit(name, trainer, module, datamodule, plain)
+            del trainer, module, datamodule
+        del plain, interleave
+        gc.collect()
+    return fits
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def warm_up(mirror: dict[str, Any], steps: int) -> None:
-    """A few untimed steps, so that one-time costs (kernel selection, allocator) land in no round."""
-    net = copy.deepcopy(mirror["net"]).to(mirror["device"])
-    optimizer = make_optimizer(net, mirror["hparams"])
-    loader = DataLoader(mirror["train_set"], batch_size=mirror["data"]["batch_size"], shuffle=True)
-    for x, y in itertools.islice(loader, steps):
-        optimizer.zero_grad()
-        F.cross_entropy(net(x.to(mirror["device"])), y.to(mirror["device"])).backward()
-        optimizer.step()
+def warm_up(mirror: Mirror, workers: int, steps: int) -> None:
+    """A few untimed steps of B, so that one-time costs (kernel selection, allocator) land in no round."""
+    plain = PlainLoop(mirror, workers)
+    plain.net.train()
+    for x, y in itertools.islice(plain.train_loader, steps):
+        plain.train_step(x, y)
+    synchronize(mirror.device)
 
 
 def project_args(options: argparse.Namespace, root: Path) -> list[str]:
-    """The command line of A: the defaults, a scratch log directory, the epochs, and the overrides."""
+    """The command line of A: the defaults on one device, a scratch log directory, the epochs, and
+    the overrides."""
     args = [f"--config={path}" for path in options.config]
+    args += [f"--trainer.accelerator={options.device}", "--trainer.devices=1"]
     args += [f"--trainer.default_root_dir={root}", f"--trainer.max_epochs={options.epochs}"]
     return args + to_flags(options.override)
 
@@ -234,17 +454,25 @@ def project_args(options: argparse.Namespace, root: Path) -> list[str]:
 def parse_options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 short round, smaller data (smoke test)")
-    parser.add_argument("--rounds", type=int, help="fits of A, each with its B (default 3, --quick 1)")
+    parser.add_argument(
+        "--rounds", type=int, help="rounds, each one fit of A and one of C (default 3, --quick 1)"
+    )
     parser.add_argument("--epochs", type=int, help="epochs per fit (default 4, --quick 2)")
     parser.add_argument(
         "--repeat", type=int, help="copies of the training split per epoch (default 12, --quick 4)"
+    )
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="where all three loops run (one device); cuda: A's automatic precision, mirrored by B and C",
     )
     parser.add_argument(
         "--override",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a key of the project's CLI for A, e.g. trainer.log_every_n_steps=50 (repeatable)",
+        help="a key of the project's CLI, e.g. data.init_args.batch_size=256; B and C follow (repeatable)",
     )
     parser.add_argument(
         "--config", action="append", default=[], metavar="FILE", help="extra YAML config for A (repeatable)"
@@ -258,7 +486,7 @@ def parse_options() -> argparse.Namespace:
         "--no-tty", action="store_true", help="let Rich see a pipe, as in a batch job's log, not a terminal"
     )
     parser.add_argument(
-        "--threads", type=int, help="torch intra-op threads for A and B (default: torch's, one per core)"
+        "--threads", type=int, help="torch intra-op threads for all loops (default: torch's, one per core)"
     )
     options = parser.parse_args()
     options.rounds = options.rounds or (1 if options.quick else 3)
@@ -267,68 +495,106 @@ def parse_options() -> argparse.Namespace:
     return options
 
 
+def verdict(value: float, target: float) -> str:
+    return "met" if value <= target else "not met"
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Lightning's start-up notes (once per fit) and B's one scheduler warning under float16 loss scaling."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    with warnings.catch_warnings():
+        # GradScaler skips the optimizer step of a step whose gradients overflowed; torch then
+        # warns that the scheduler stepped first. Lightning's 16-mixed does the same.
+        warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+        yield
+
+
 def main() -> None:
     options = parse_options()
+    if options.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(
+            "overhead.py: --device cuda needs a CUDA device, and torch sees none"
+            f" (torch {torch.__version__}, CUDA build {torch.version.cuda or 'none'})"
+        )
     if not options.no_tty:
         os.environ["TTY_COMPATIBLE"] = "1"  # Rich draws as on a terminal (into /dev/null)
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)  # start-up notes, once per fit
     if options.threads:
         torch.set_num_threads(options.threads)
-    print(machine(), flush=True)
-    with tempfile.TemporaryDirectory(prefix="overhead-") as scratch:
+    print(machine(options.device), flush=True)
+    with tempfile.TemporaryDirectory(prefix="overhead-") as scratch, quiet_lightning():
         project, package = bake_project(Path(scratch))
-        modules = import_project(project, package)
+        cli_module = import_cli(project, package)
         default_config = project / "configs" / "default.yaml"
         args = project_args(options, Path(scratch) / "logs")
-        a_times: list[float] = []
-        b_times: list[float] = []
-        setups: list[float] = []
-        ratios: list[float] = []
+        fits: dict[str, list[Fit]] = {"A": [], "C": []}
+        train_images = 0
         for round_ in range(1, options.rounds + 1):
-            cli, mirror = prepare_lightning(modules, default_config, args, options.repeat)
-            same = options.plain_workers == "same"
-            workers = mirror["data"]["num_workers"] if same else int(options.plain_workers)
+            cli, mirror = prepare_lightning(cli_module, default_config, args, options.repeat)
+            workers = mirror.num_workers if options.plain_workers == "same" else int(options.plain_workers)
             if round_ == 1:
-                steps = math.ceil(len(mirror["train_set"]) / mirror["data"]["batch_size"])
+                train_images = len(mirror.train_set)  # type: ignore[arg-type]
+                steps = -(-train_images // mirror.batch_size)
                 print(
-                    f"data: {len(mirror['train_set'])} training images per epoch ({steps} steps of"
-                    f" {mirror['data']['batch_size']}), {len(mirror['val_set'])} validation images;"
-                    f" {options.epochs} epochs per fit; {torch.get_num_threads()} torch threads"
+                    f"data: {train_images} training images per epoch ({steps} steps of"
+                    f" {mirror.batch_size}), {len(mirror.val_set)} validation images;"  # type: ignore[arg-type]
+                    f" {options.epochs} epochs per fit; {torch.get_num_threads()} torch threads;"
+                    f" device {mirror.device}, precision {mirror.precision}"
                 )
-                print(f"A: python train.py {' '.join(args)}  (precision {mirror['precision']})")
+                print(f"A: python train.py {' '.join(args)}")
                 print(
                     f"B: hand-written loop, DataLoader(shuffle=True, num_workers={workers});"
-                    f" A's loader has num_workers={mirror['data']['num_workers']},"
-                    f" persistent_workers={mirror['data'].get('persistent_workers', False)}"
+                    f" A's loader has num_workers={mirror.num_workers},"
+                    f" persistent_workers={mirror.persistent_workers}"
                 )
-                if mirror["precision"] != "32-true":
-                    print("note: B runs in float32, A does not; the ratio compares different arithmetic")
-                warm_up(mirror, steps=20)
-            # B's epochs: one before each of A's and one after A's last (its schedule spans them all).
-            plain = PlainLoop(mirror, options.epochs + 1, workers)
-            a, b, setup = run_interleaved(cli, plain)
-            del cli, mirror, plain
+                print(
+                    "C: Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,"
+                    " enable_checkpointing=False, callbacks=[]) fitting the project's Classifier"
+                )
+                if mirror.precision != "32-true" and mirror.autocast_dtype is None:
+                    print(
+                        f"note: B runs in float32, A and C in {mirror.precision};"
+                        " B/A compares different arithmetic"
+                    )
+                warm_up(mirror, workers, steps=20)
+            results = run_round(cli, mirror, workers, c_first=round_ % 2 == 0)
+            del cli, mirror
             gc.collect()
-            a_times += a
-            b_times += b
-            setups.append(setup)
-            # Each epoch of A against the mean of the two epochs of B around it.
-            around = [(b_k + b_next) / 2 for b_k, b_next in itertools.pairwise(b)]
-            pairs = [a_k / b_k for a_k, b_k in zip(a, around, strict=True)]
-            ratios += pairs
-            print(
-                f"round {round_}: A {' '.join(f'{t:.3f}' for t in a)} s/epoch (+{setup:.2f} s set-up)"
-                f" | B {' '.join(f'{t:.3f}' for t in b)} s/epoch"
-                f" | A/B by epoch {' '.join(f'{r:.3f}' for r in pairs)}",
-                flush=True,
-            )
-        a_median, b_median = statistics.median(a_times), statistics.median(b_times)
-        print(f"A (project fit loop): median {a_median:.3f} s/epoch over {len(a_times)} epochs")
-        print(f"B (hand-written loop): median {b_median:.3f} s/epoch over {len(b_times)} epochs")
-        print(f"A set-up per fit, outside the epochs: median {statistics.median(setups):.2f} s")
-        print(f"median of the epoch-by-epoch ratios: {statistics.median(ratios):.3f}")
-        print(f"overhead ratio: {a_median / b_median:.2f}")
+            parts = []
+            for name in ("A", "C"):
+                fit = results[name]
+                fits[name].append(fit)
+                parts.append(
+                    f"{name} {' '.join(f'{t:.3f}' for t in fit.epochs)} (+{fit.setup:.2f} s set-up),"
+                    f" its B {' '.join(f'{t:.3f}' for t in fit.plain)},"
+                    f" {name}/B by epoch {' '.join(f'{r:.3f}' for r in fit.by_epoch())}"
+                )
+            print(f"round {round_} (s/epoch): " + " | ".join(parts), flush=True)
+    a_times = [t for fit in fits["A"] for t in fit.epochs]
+    c_times = [t for fit in fits["C"] for t in fit.epochs]
+    b_times = [t for name in ("A", "C") for fit in fits[name] for t in fit.plain]
+    a_median, b_median, c_median = (statistics.median(times) for times in (a_times, b_times, c_times))
+    a_by_epoch = statistics.median(r for fit in fits["A"] for r in fit.by_epoch())
+    c_by_epoch = statistics.median(r for fit in fits["C"] for r in fit.by_epoch())
+    print(f"A (project fit loop): median {a_median:.3f} s/epoch over {len(a_times)} epochs")
+    print(f"B (hand-written loop): median {b_median:.3f} s/epoch over {len(b_times)} epochs")
+    print(f"C (Lightning floor): median {c_median:.3f} s/epoch over {len(c_times)} epochs")
+    print(
+        "throughput, training images per second of epoch (validation included):"
+        f" A {train_images / a_median:.0f}, B {train_images / b_median:.0f}, C {train_images / c_median:.0f}"
+    )
+    for name in ("A", "C"):
+        setups = [fit.setup for fit in fits[name]]
+        print(f"{name} set-up per fit, outside the epochs: median {statistics.median(setups):.2f} s")
+    print(f"median of the epoch-by-epoch ratios: A/B {a_by_epoch:.3f}, C/B {c_by_epoch:.3f}")
+    print(
+        f"ratios of the medians: A/B {a_median / b_median:.2f} (target <= {TARGET_A_OVER_B:.2f}:"
+        f" {verdict(a_median / b_median, TARGET_A_OVER_B)}), C/B {c_median / b_median:.2f},"
+        f" A/C {a_median / c_median:.2f} (target <= {TARGET_A_OVER_C:.2f}:"
+        f" {verdict(a_median / c_median, TARGET_A_OVER_C)})"
+    )
+    print(f"overhead ratio: {a_median / b_median:.2f}")
 
 
 if __name__ == "__main__":

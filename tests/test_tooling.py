@@ -138,7 +138,7 @@ def test_make_lint_passes_and_make_clean_keeps_the_runs(tmp_path: Path) -> None:
     assert clean.returncode == 0, clean.stderr
     assert [name for name in kept if not (project / name).exists()] == []
     assert [name for name in removed if (project / name).parent.exists()] == []
-    assert (project / "src" / "digits_classifier" / "data.py").is_file()
+    assert (project / "src" / "digits_classifier" / "data" / "digits.py").is_file()
 
 
 @pytest.mark.skipif(GIT is None, reason="git is not installed")
@@ -150,6 +150,7 @@ def test_gitignore_keeps_runs_data_and_exports_out_of_git_but_not_the_project(tm
     ignored = [
         "logs/version_0/events.out.tfevents.1", "logs/version_0/checkpoints/last.ckpt", "model.ckpt",
         "lightning_logs/version_0/hparams.yaml", "data/digits.csv", "logs/tune/studies.db", "model.onnx",
+        "runs/version_0/config.yaml", "data/cars.csv", "data/digits_png/0/0.png",
         "exports/model.pt2", "src/digits_classifier/__pycache__/data.cpython-311.pyc", ".venv/bin/python",
         "src/digits_classifier.egg-info/PKG-INFO", ".pytest_cache/README.md", ".ruff_cache/CACHEDIR.TAG",
     ]  # fmt: skip

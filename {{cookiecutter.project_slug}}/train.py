@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from {{ cookiecutter.package_name }}.cli import main
+from {{ cookiecutter.package_name }}.engine.cli import main
 
 if __name__ == "__main__":
     main(default_config=Path(__file__).parent / "configs" / "default.yaml")

@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 try:
-    from {{ cookiecutter.package_name }}.tune import main
+    from {{ cookiecutter.package_name }}.engine.tune import main
 except ModuleNotFoundError as error:
     if error.name != "optuna":
         raise

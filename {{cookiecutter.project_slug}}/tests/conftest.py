@@ -1,4 +1,8 @@
-"""Shared helpers: run the real CLI in-process, writing everything under a temporary directory."""
+"""Shared helpers: run the real CLI in-process, writing everything under a temporary directory.
+
+The facts about the example data that the tests rely on are the constants below: a team that
+swaps the default data for its own edits them here, not in every test file.
+"""
 
 import sys
 from collections.abc import Callable
@@ -7,19 +11,37 @@ from unittest import mock
 
 import pytest
 
-from {{ cookiecutter.package_name }}.cli import TrainCLI, main
+from {{ cookiecutter.package_name }}.engine.cli import TrainCLI, main
+from {{ cookiecutter.package_name }}.engine.hardware import auto_precision
 
 PROJECT_ROOT = Path(__file__).parents[1]
 DEFAULT_CONFIG = PROJECT_ROOT / "configs" / "default.yaml"
 
+# The default data (configs/default.yaml: DigitsDataModule) and what a short run reaches on it.
+NUM_CLASSES = 10
+INPUT_SHAPE = (1, 8, 8)
+SPLIT_SIZES = {"train": 1257, "val": 270, "test": 270}
+SHORT_RUN_MIN_VAL_ACC = 0.90
+"""After 4 epochs of the default config: chance is 0.10, a full run reaches about 0.98."""
+
 TINY_RUN = ("--data.num_workers", "0")
 """Skips worker start-up where a test is not about workers."""
+CONSTANT_LR = ("--model.scheduler", "null")
+"""A run that may be extended past its planned epochs: no schedule with a horizon."""
+PRECISION = auto_precision("auto")
+"""What the automatic choice gives on this machine: 32-true on CPU, mixed precision on GPUs."""
 
 
 def train(root: Path, *args: str) -> TrainCLI:
-    """Runs ``python train.py ARGS`` in this process, with its logs and checkpoints under ``root``."""
+    """Runs ``python train.py ARGS`` in this process, with its logs and checkpoints under ``root``.
+
+    One device, unless ``args`` say otherwise: with ``devices: auto`` on a machine with several
+    GPUs, Lightning would start the other processes by running pytest's own command line again.
+    """
     with mock.patch.object(sys, "argv", ["train.py"]):  # pytest's own flags are not ours
-        return main(DEFAULT_CONFIG, args=["--trainer.default_root_dir", str(root), *args])
+        return main(
+            DEFAULT_CONFIG, args=["--trainer.devices", "1", "--trainer.default_root_dir", str(root), *args]
+        )
 
 
 RunCLI = Callable[..., TrainCLI]
@@ -31,7 +53,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainCLI:
     2 epochs, far above chance but not yet accurate. Its best checkpoint was tested."""
     return train(
         tmp_path_factory.mktemp("trained"),
-        *("--trainer.max_epochs", "2", "--model.width", "8", "--model.lr", "0.01"),
+        *("--trainer.max_epochs", "2", "--model.net.width", "8", "--model.optimizer.lr", "0.01"),
         *("--trainer.enable_progress_bar", "false", *TINY_RUN),
     )
 

@@ -4,23 +4,55 @@ from pathlib import Path
 
 import pytest
 import sklearn.datasets
+import torch
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import TINY_RUN, RunCLI
+from conftest import CONSTANT_LR, INPUT_SHAPE, NUM_CLASSES, PRECISION, TINY_RUN, RunCLI
 
 
 def test_fast_dev_run_goes_through_fit_and_test(run_cli: RunCLI, capsys) -> None:
     cli = run_cli("--trainer.fast_dev_run", "true", *TINY_RUN)
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
     assert {"test/acc", "test/loss"} <= set(cli.trainer.callback_metrics)
-    assert "precision 32-true" in capsys.readouterr().out
+    assert f"precision {PRECISION}" in capsys.readouterr().out
 
 
-def test_data_sizes_are_linked_into_the_model(run_cli: RunCLI) -> None:
+def test_data_sizes_are_linked_into_the_model_and_its_network(run_cli: RunCLI) -> None:
     cli = run_cli("--trainer.fast_dev_run", "true", *TINY_RUN)
-    assert cli.model.hparams.num_classes == cli.datamodule.num_classes == 10
-    assert tuple(cli.model.hparams.input_shape) == cli.datamodule.input_shape
+    assert cli.model.hparams.num_classes == cli.datamodule.num_classes == NUM_CLASSES
+    assert cli.model.net.head[-1].out_features == NUM_CLASSES
+    assert cli.model.net.features[0][0].in_channels == cli.datamodule.in_channels == INPUT_SHAPE[0]
+    assert tuple(cli.model.example_input_array.shape[1:]) == INPUT_SHAPE  # real inputs, from the data
+
+
+class LinearNet(torch.nn.Module):
+    """A network of a user's own: it takes ``num_classes`` and any input shape."""
+
+    def __init__(self, num_classes: int, hidden: int = 16) -> None:
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.LazyLinear(hidden), torch.nn.Linear(hidden, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+def test_the_network_optimizer_and_schedule_are_chosen_by_class_path(run_cli: RunCLI, tmp_path: Path) -> None:
+    cli = run_cli(
+        "--model.net", f"{__name__}.LinearNet", "--model.net.hidden", "8",
+        "--model.optimizer", "torch.optim.SGD", "--model.optimizer.lr", "0.05",
+        "--model.scheduler", "torch.optim.lr_scheduler.CosineAnnealingLR",
+        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+        *TINY_RUN,
+    )  # fmt: skip
+    assert isinstance(cli.model.net, LinearNet) and cli.model.net.layers[-1].out_features == NUM_CLASSES
+    (optimizer,) = cli.trainer.optimizers
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["lr"] == 0.05
+    (config,) = cli.trainer.lr_scheduler_configs
+    assert isinstance(config.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
+    assert config.scheduler.T_max == cli.trainer.estimated_stepping_batches == 2
 
 
 def test_automatic_choices_can_be_overridden(run_cli: RunCLI) -> None:
@@ -40,17 +72,19 @@ def print_config(run_cli: RunCLI, capsys, *args: str) -> dict:
 
 def test_overrides_compose_on_top_of_the_default_config(run_cli: RunCLI, capsys, tmp_path: Path) -> None:
     experiment = tmp_path / "experiment.yaml"
-    experiment.write_text("model:\n  width: 8\ntrainer:\n  max_epochs: 3\n")
+    experiment.write_text("model:\n  net:\n    init_args:\n      width: 8\ntrainer:\n  max_epochs: 3\n")
     config = print_config(
-        run_cli, capsys, "--config", str(experiment), "--model.lr", "0.01", "--data.batch_size", "32",
-        "--seed_everything", "7",
+        run_cli, capsys, "--config", str(experiment), "--model.optimizer.lr", "0.01",
+        "--data.batch_size", "32", "--seed_everything", "7",
     )  # fmt: skip
-    assert config["model"]["width"] == 8 and config["model"]["lr"] == 0.01
+    assert config["model"]["net"]["init_args"]["width"] == 8
+    assert config["model"]["optimizer"]["init_args"]["lr"] == 0.01
     assert config["trainer"]["max_epochs"] == 3
     assert config["data"]["init_args"]["batch_size"] == 32
     assert config["seed_everything"] == 7
     # Untouched keys keep the values of configs/default.yaml.
-    assert config["model"]["optimizer"] == "adamw" and config["data"]["init_args"]["val_fraction"] == 0.15
+    assert config["model"]["optimizer"]["class_path"] == "torch.optim.AdamW"
+    assert config["data"]["init_args"]["val_fraction"] == 0.15
 
 
 def test_help_lists_the_keys(run_cli: RunCLI, capsys) -> None:
@@ -58,7 +92,14 @@ def test_help_lists_the_keys(run_cli: RunCLI, capsys) -> None:
         run_cli("--help")
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--model.lr", "--trainer.max_epochs", "--data", "--ckpt_path", "--seed_everything"):
+    for flag in (
+        "--model.net",
+        "--model.optimizer",
+        "--trainer.max_epochs",
+        "--data",
+        "--ckpt_path",
+        "--seed_everything",
+    ):
         assert flag in out
 
 
@@ -66,8 +107,10 @@ def test_help_lists_the_keys(run_cli: RunCLI, capsys) -> None:
     ("args", "named"),
     [
         (("--model.lrr", "0.1"), "lrr"),
+        (("--model.optimizer.lr", "x"), "lr"),
+        (("--model.net.init_args.width", "0"), "width"),
         (("--trainer.max_epochs", "many"), "max_epochs"),
-        (("--model.optimizer", "adam"), "optimizer"),
+        (("--model.optimizer", "torch.optim.Adamm"), "optimizer"),
         (("--ckpt_path", "missing/last.ckpt"), "missing/last.ckpt"),
         (("--data.batch_size", "x"), "data.batch_size"),
         (("--data.num_workers", "-1"), "data.num_workers"),
@@ -96,7 +139,7 @@ def test_bad_values_stop_before_any_work_with_the_key_named(
 
 def test_an_unknown_key_in_a_config_file_is_named(run_cli: RunCLI, capsys, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model:\n  widht: 8\n")
+    bad.write_text("model:\n  net:\n    init_args:\n      widht: 8\n")
     with pytest.raises(SystemExit) as exit_info:
         run_cli("--config", str(bad))
     assert exit_info.value.code == 2
@@ -105,7 +148,7 @@ def test_an_unknown_key_in_a_config_file_is_named(run_cli: RunCLI, capsys, tmp_p
 
 def test_resume_from_last_continues_the_run(run_cli: RunCLI) -> None:
     # A constant learning rate, so that the resumed run may train longer than the first one planned.
-    constant = ("--model.scheduler", "constant", *TINY_RUN)
+    constant = (*CONSTANT_LR, *TINY_RUN)
     first = run_cli("--trainer.max_epochs", "2", *constant)
     steps_per_epoch = first.trainer.global_step // 2
     resumed = run_cli("--ckpt_path", "last", "--trainer.max_epochs", "3", *constant)

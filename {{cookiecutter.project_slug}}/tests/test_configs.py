@@ -50,10 +50,12 @@ def test_a_preset_changes_only_the_keys_it_names(run_cli: RunCLI, capsys, preset
     default = print_config(run_cli, capsys)
     layered = print_config(run_cli, capsys, "--config", str(preset))
     assert {key: layered[key] for key in named} == named
-    # A class the file names (e.g. the profiler) brings its other arguments' defaults with it.
+    # A class the file names (e.g. the profiler) brings its other arguments' defaults with it, and
+    # a key it sets to null takes the keys below it away.
     classes = [key.removesuffix(".class_path") for key in named if key.endswith(".class_path")]
+    cleared = [f"{key}." for key, value in named.items() if value is None]
     changed = {key for key in default.keys() | layered.keys() if default.get(key) != layered.get(key)}
-    assert {key for key in changed - named.keys() if not key.startswith(tuple(classes))} == set()
+    assert {key for key in changed - named.keys() if not key.startswith((*classes, *cleared))} == set()
 
 
 @pytest.mark.parametrize("preset", EXPERIMENTS + DEBUG, ids=name)

@@ -9,7 +9,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from {{ cookiecutter.package_name }}.data import DigitsDataModule, ImageDataset
+from {{ cookiecutter.package_name }}.data.digits import DigitsDataModule, ImageDataset
+from {{ cookiecutter.package_name }}.engine.datamodule import split_indices
+
+from conftest import INPUT_SHAPE, NUM_CLASSES, SPLIT_SIZES
 
 
 def make_datamodule(**kwargs: object) -> DigitsDataModule:
@@ -19,29 +22,34 @@ def make_datamodule(**kwargs: object) -> DigitsDataModule:
 
 
 def test_splits_are_disjoint_and_complete() -> None:
-    indices = make_datamodule().split_indices
+    count = sum(SPLIT_SIZES.values())
+    indices = split_indices(count, val_fraction=0.15, test_fraction=0.15, seed=0)
     everything = torch.cat(list(indices.values()))
-    assert torch.equal(everything.sort().values, torch.arange(1797))
-    assert {name: len(index) for name, index in indices.items()} == {"train": 1257, "val": 270, "test": 270}
+    assert torch.equal(everything.sort().values, torch.arange(count))
+    splits = make_datamodule().splits
+    assert {name: len(split) for name, split in splits.items()} == SPLIT_SIZES
 
 
 def test_split_depends_on_split_seed_only() -> None:
+    def test_images(**kwargs: object) -> Tensor:
+        return make_datamodule(**kwargs).splits["test"].images
+
     L.seed_everything(1)
-    first = make_datamodule().split_indices
+    first = test_images()
     L.seed_everything(2)
-    same = make_datamodule().split_indices
-    other = make_datamodule(split_seed=1).split_indices
-    assert all(torch.equal(first[name], same[name]) for name in first)
-    assert not torch.equal(first["test"], other["test"])
+    assert torch.equal(first, test_images())
+    assert not torch.equal(first, test_images(split_seed=1))
 
 
 def test_shapes_and_value_range_match_what_the_model_is_told() -> None:
     datamodule = make_datamodule(batch_size=32, num_workers=0)
     images, labels = next(iter(datamodule.train_dataloader()))
-    assert images.shape == (32, *DigitsDataModule.input_shape)
+    assert images.shape == (32, *INPUT_SHAPE)
     assert images.dtype == torch.float32 and images.min() >= 0.0 and images.max() <= 1.0
     assert labels.dtype == torch.long
-    assert set(torch.cat([s.labels for s in datamodule.splits.values()]).tolist()) == set(range(10))
+    assert set(torch.cat([s.labels for s in datamodule.splits.values()]).tolist()) == set(range(NUM_CLASSES))
+    assert len(datamodule.class_names) == datamodule.num_classes == NUM_CLASSES
+    assert datamodule.example_input_array.dtype == images.dtype
 
 
 def test_only_the_train_split_is_augmented() -> None:

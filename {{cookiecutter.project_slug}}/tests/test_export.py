@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from {{ cookiecutter.package_name }} import export
-from {{ cookiecutter.package_name }}.cli import TrainCLI
+from {{ cookiecutter.package_name }}.engine import export
+from {{ cookiecutter.package_name }}.engine.cli import TrainCLI
 from {{ cookiecutter.package_name }}.module import Classifier
+
+from conftest import INPUT_SHAPE
 
 HAS_ONNX = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "onnxruntime"))
 FORMATS = ["torchscript", "torch_export", "onnx"] if HAS_ONNX else ["torchscript", "torch_export"]
@@ -78,8 +80,8 @@ def test_the_files_run_alone_and_match_the_model_at_any_batch_size(
 
 
 def test_the_network_is_rebuilt_from_the_checkpoint(checkpoint: Path) -> None:
-    net, input_shape = export.load_network(checkpoint)
-    assert not net.training and input_shape == (1, 8, 8)
+    net, examples = export.load_network(checkpoint)
+    assert not net.training and tuple(examples.shape[1:]) == INPUT_SHAPE
     assert net.head[-1].in_features == 2 * 8  # the trained width, not the default of the config
 
 
@@ -146,4 +148,6 @@ def test_the_onnx_file_declares_a_dynamic_batch(exported: dict[str, Path]) -> No
     onnx.checker.check_model(model)
     (graph_input,) = model.graph.input
     batch, *rest = graph_input.type.tensor_type.shape.dim
-    assert graph_input.name == "input" and batch.dim_param and [d.dim_value for d in rest] == [1, 8, 8]
+    assert (
+        graph_input.name == "input" and batch.dim_param and [d.dim_value for d in rest] == list(INPUT_SHAPE)
+    )

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from {{ cookiecutter.package_name }}.cli import TrainCLI
+from {{ cookiecutter.package_name }}.engine.cli import TrainCLI
+from {{ cookiecutter.package_name }}.engine.predict import COLUMNS, CsvPredictionWriter
 from {{ cookiecutter.package_name }}.module import Classifier
-from {{ cookiecutter.package_name }}.predict import COLUMNS, CsvPredictionWriter
 
 from conftest import TINY_RUN, RunCLI, train
 
@@ -26,7 +26,7 @@ def test_predictions_cover_the_test_split_and_score_as_the_test_did(
     best = trained_run.trainer.checkpoint_callback.best_model_path
     path = tmp_path / "predictions" / "test.csv"
     # The model comes from the checkpoint's hyperparameters (width 8), whatever the config says.
-    args = ("--ckpt_path", best, "--predict_path", str(path), "--model.width", "64", *TINY_RUN)
+    args = ("--ckpt_path", best, "--predict_path", str(path), "--model.net.width", "64", *TINY_RUN)
     cli = train(tmp_path / "logs", *args)
 
     rows = read_rows(path)

@@ -16,10 +16,10 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from {{ cookiecutter.package_name }}.cli import TrainCLI
+from {{ cookiecutter.package_name }}.engine.cli import TrainCLI
 from {{ cookiecutter.package_name }}.module import Classifier
 
-from conftest import PROJECT_ROOT, train
+from conftest import CONSTANT_LR, PROJECT_ROOT, train
 
 EXACT = (
     "--trainer.deterministic", "true",
@@ -68,15 +68,15 @@ def press_ctrl_c_when_epoch_starts(epoch: int, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(Classifier, "on_train_epoch_start", on_train_epoch_start)
 
 
-@pytest.mark.parametrize("scheduler", ["constant", "onecycle"])
+@pytest.mark.parametrize("scheduler", ["null", "default"])
 def test_a_resumed_run_ends_with_the_weights_of_one_that_never_stopped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scheduler: str
 ) -> None:
-    args = ("--model.scheduler", scheduler, *EXACT)
+    args = (*CONSTANT_LR, *EXACT) if scheduler == "null" else EXACT
     whole = train(tmp_path / "whole", "--trainer.max_epochs", "4", *args)
-    if scheduler == "constant":  # a run planned for 2 epochs, extended to 4
+    if scheduler == "null":  # a run planned for 2 epochs, extended to 4
         train(tmp_path / "split", "--trainer.max_epochs", "2", *args)
-    else:  # the schedule depends on max_epochs: a 4-epoch run stopped after its second epoch
+    else:  # one-cycle depends on max_epochs: a 4-epoch run stopped after its second epoch
         press_ctrl_c_when_epoch_starts(2, monkeypatch)
         with pytest.raises(SystemExit):
             train(tmp_path / "split", "--trainer.max_epochs", "4", *args)
@@ -116,7 +116,7 @@ def test_sigterm_stops_promptly_with_a_checkpoint_and_status_143(tmp_path: Path)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [
         sys.executable, "train.py", "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "50",
-        "--model.scheduler", "constant", "--trainer.enable_progress_bar", "false", "--data.num_workers", "0",
+        *CONSTANT_LR, "--trainer.enable_progress_bar", "false", "--data.num_workers", "0",
     ]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -136,7 +136,7 @@ def test_sigterm_stops_promptly_with_a_checkpoint_and_status_143(tmp_path: Path)
     interrupted = checkpoints / "interrupted.ckpt"
     epochs = torch.load(interrupted, weights_only=True)["epoch"] + 2  # finish this epoch and one more
     resumed = train(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", str(epochs),
-                    "--model.scheduler", "constant", "--data.num_workers", "0")  # fmt: skip
+                    *CONSTANT_LR, "--data.num_workers", "0")  # fmt: skip
     assert resumed.config.ckpt_path == str(interrupted)
     assert resumed.trainer.current_epoch == epochs and resumed.trainer.state.finished
 

@@ -22,14 +22,14 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from PIL import Image  # tensorboard's own dependency; add_image needs it too
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from {{ cookiecutter.package_name }} import dashboards
-from {{ cookiecutter.package_name }}.cli import TrainCLI
-from {{ cookiecutter.package_name }}.dashboards import (
+from {{ cookiecutter.package_name }}.engine import dashboards
+from {{ cookiecutter.package_name }}.engine.cli import TrainCLI
+from {{ cookiecutter.package_name }}.engine.dashboards import (
     ConfusionMatrixImage,
     EpochThroughput,
     MisclassifiedExamples,
 )
-from {{ cookiecutter.package_name }}.drawing import (
+from {{ cookiecutter.package_name }}.engine.drawing import (
     FONT,
     colormap,
     render_confusion_matrix,
@@ -37,7 +37,7 @@ from {{ cookiecutter.package_name }}.drawing import (
 )
 from {{ cookiecutter.package_name }}.module import Classifier
 
-from conftest import TINY_RUN, train
+from conftest import NUM_CLASSES, TINY_RUN, train
 
 TRAIN_BATCHES, BATCH_SIZE = 5, 64
 """A short, undertrained run: fast, and it leaves mistakes for the misclassified grid."""
@@ -256,7 +256,9 @@ def test_tensorboard_serves_every_scalar(run: TrainCLI, tensorboard: Fetch) -> N
 
 def test_tensorboard_serves_the_hparams_with_the_final_metrics(run: TrainCLI, tensorboard: Fetch) -> None:
     experiment = tensorboard("/data/plugin/hparams/experiment", post={"experimentName": ""})
-    assert {"lr", "width", "batch_size", "optimizer"} <= {info["name"] for info in experiment["hparamInfos"]}
+    names = {info["name"] for info in experiment["hparamInfos"]}
+    assert {"optimizer/init_args/lr", "net/init_args/width", "net/class_path", "batch_size"} <= names
+    assert not any(name.startswith("_") for name in names)  # the CLI's bookkeeping is not a hyperparameter
     assert {"hparams/test_acc", "hparams/best_val_loss"} <= {
         info["name"]["tag"] for info in experiment["metricInfos"]
     }
@@ -271,7 +273,7 @@ def test_tensorboard_serves_the_hparams_with_the_final_metrics(run: TrainCLI, te
         },
     )["sessionGroups"]
     assert [group["name"] for group in groups] == ["version_0"]
-    assert groups[0]["hparams"]["lr"] == run.model.hparams.lr
+    assert groups[0]["hparams"]["optimizer/init_args/lr"] == run.model.hparams.optimizer["init_args"]["lr"]
     metrics = {value["name"]["tag"]: value["value"] for value in groups[0]["metricValues"]}
     assert metrics["hparams/test_acc"] == pytest.approx(run.trainer.callback_metrics["test/acc"].item())
 
@@ -288,7 +290,7 @@ def test_tensorboard_serves_the_validation_confusion_matrix_of_each_epoch(
     model = Classifier.load_from_checkpoint(last, map_location="cpu").eval()
     split = run.datamodule.splits["val"]
     with torch.no_grad():
-        matrix = MulticlassConfusionMatrix(10)(model(split.images), split.labels)
+        matrix = MulticlassConfusionMatrix(NUM_CLASSES)(model(split.images), split.labels)
     assert matrix.trace() == round(val_accuracy[-1][2] * len(split))
     expected = render_confusion_matrix(matrix).permute(1, 2, 0).numpy()
     assert pixels.shape == expected.shape and np.abs(pixels - expected).max() <= 1 / 255 + 1e-6
@@ -308,7 +310,7 @@ def test_tensorboard_serves_the_misclassified_test_images(run: TrainCLI, tensorb
     rows = int(np.ceil(shown / columns))
     assert pixels.shape == (rows * (64 + 16 + 3) + 3, columns * (64 + 3) + 3, 3)
     text = tensorboard("/data/plugin/text/text?run=version_0&tag=test/misclassified/text_summary")[0]["text"]
-    assert f"{wrong} of {test_size} test images misclassified" in text
+    assert f"{wrong} of {test_size} test samples misclassified" in text
     rows = re.findall(r"<tr>\s*<td>(\d+)</td>\s*<td>(\d+)</td>\s*<td>(\d+)</td>", text)
     assert [int(number) for number, _, _ in rows] == list(range(1, shown + 1))  # one per image in the grid
     assert all(true != predicted for _, true, predicted in rows)

@@ -12,10 +12,11 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from {{ cookiecutter.package_name }} import tune
+from {{ cookiecutter.package_name }}.engine import tune
 
 from conftest import DEFAULT_CONFIG, PROJECT_ROOT, TINY_RUN, train
 
+LR, WIDTH = "model.optimizer.init_args.lr", "model.net.init_args.width"
 SPACE = {
     "study_name": "tiny",
     "n_trials": 3,
@@ -24,8 +25,8 @@ SPACE = {
     "pruner": {"name": "NopPruner"},
     "heartbeat_seconds": 1,
     "params": {
-        "model.lr": {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True},
-        "model.width": {"type": "categorical", "choices": [8, 16]},
+        LR: {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True},
+        WIDTH: {"type": "categorical", "choices": [8, 16]},
     },
     "fixed": {
         "trainer.max_epochs": 2,
@@ -57,15 +58,15 @@ def test_a_study_runs_its_trials_and_writes_the_best_config(tmp_path: Path, caps
         assert list((tmp_path / "tune" / "tiny").glob(f"trial_{trial.number}/version_0/events.out.*"))
     best = tmp_path / "tune" / "tiny" / "best.yaml"
     assert yaml.safe_load(best.read_text())["model"] == {
-        "lr": study.best_params["model.lr"],
-        "width": study.best_params["model.width"],
+        "optimizer": {"init_args": {"lr": study.best_params[LR]}},
+        "net": {"init_args": {"width": study.best_params[WIDTH]}},
     }
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         train(tmp_path, "--config", str(best), "--print_config")
     assert exit_info.value.code == 0
     config = yaml.safe_load(capsys.readouterr().out)
-    assert config["model"]["width"] == study.best_params["model.width"]
+    assert config["model"]["net"]["init_args"]["width"] == study.best_params[WIDTH]
     assert config["trainer"]["max_epochs"] == 2
 
 
@@ -83,7 +84,7 @@ def test_a_killed_study_resumes_without_repeating_or_counting_the_lost_trial(tmp
     complete, fail = TrialState.COMPLETE, TrialState.FAIL
     assert [trial.state for trial in study.trials] == [complete, fail, complete, complete]
     assert finished(study)[0].params == first[0].params and finished(study)[0].value == first[0].value
-    assert len({trial.params["model.lr"] for trial in finished(study)}) == 3
+    assert len({trial.params[LR] for trial in finished(study)}) == 3
     assert not (tmp_path / "tune" / "tiny" / "trial_0" / "version_1").exists()  # trial 0 did not run again
     assert len(search(tmp_path).trials) == 4  # a finished study starts no more trials
 
@@ -91,8 +92,8 @@ def test_a_killed_study_resumes_without_repeating_or_counting_the_lost_trial(tmp
 def test_bad_trials_are_pruned_and_the_search_goes_on(tmp_path: Path) -> None:
     pruned = search(tmp_path, "--n-trials", "1", pruner={"name": "ThresholdPruner", "upper": 0.0})
     assert [(t.state, list(t.intermediate_values)) for t in pruned.trials] == [(TrialState.PRUNED, [0])]
-    diverging = {"model.lr": 1.0e30, "model.optimizer": "sgd", "model.scheduler": "constant"}
-    fixed, params = {**SPACE["fixed"], **diverging}, {"model.width": SPACE["params"]["model.width"]}
+    diverging = {"model.optimizer.class_path": "torch.optim.SGD", LR: 1.0e30, "model.scheduler": None}
+    fixed, params = {**SPACE["fixed"], **diverging}, {WIDTH: SPACE["params"][WIDTH]}
     study = search(tmp_path, "--n-trials", "2", "--study-name", "nan", fixed=fixed, params=params)
     assert [trial.state for trial in study.trials] == [TrialState.PRUNED] * 2
 
@@ -110,8 +111,8 @@ def test_the_shipped_search_space_is_valid(tmp_path: Path) -> None:
     [
         ({"paramz": {}}, "paramz"),
         ({"params": {"model.lrr": {"type": "float", "low": 0.1, "high": 1}}}, "lrr"),
-        ({"params": {"model.lr": {"type": "float", "low": 0.1}}}, "params.model.lr"),
-        ({"params": {"model.lr": {"type": "normal", "low": 0.1, "high": 1}}}, "params.model.lr"),
+        ({"params": {LR: {"type": "float", "low": 0.1}}}, f"params.{LR}"),
+        ({"params": {LR: {"type": "normal", "low": 0.1, "high": 1}}}, f"params.{LR}"),
         ({"pruner": {"name": "MedianPrunr"}}, "pruner"),
         ({"storage": "postgres:/nowhere"}, "postgres:/nowhere"),
     ],

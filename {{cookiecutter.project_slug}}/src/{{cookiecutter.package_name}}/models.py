@@ -1,5 +1,14 @@
-"""Network architectures as plain ``nn.Module``s: no Lightning here, so they can be reused anywhere."""
+"""Networks as plain ``nn.Module``s: no Lightning here, so they can be reused anywhere.
 
+A network is chosen with ``model.net.class_path``. Its constructor takes ``num_classes`` and
+returns logits of shape (batch, num_classes); the CLI fills ``num_classes`` and, where the
+network asks for them by name, ``in_channels``, ``cardinalities`` and ``num_numeric``, from the
+DataModule's attributes of the same name. Any other argument is a config key.
+"""
+
+from collections.abc import Sequence
+
+import torch
 from torch import Tensor, nn
 
 
@@ -18,8 +27,10 @@ class SmallCNN(nn.Module):
     input channels and classes come from the data.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, width: int = 32, dropout: float = 0.1) -> None:
+    def __init__(self, num_classes: int, in_channels: int = 1, width: int = 32, dropout: float = 0.1) -> None:
         super().__init__()
+        if width < 1:
+            raise ValueError(f"model.net.init_args.width must be at least 1, got {width}")
         self.features = nn.Sequential(
             conv_block(in_channels, width),
             conv_block(width, 2 * width),
@@ -32,3 +43,38 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x))
+
+
+class EmbeddingMLP(nn.Module):
+    """An MLP over tables: one embedding per categorical column, concatenated with the numeric ones.
+
+    Each input row holds the category codes first, then the numeric values, all as floats (codes
+    below 2**24 are exact), so that a table is one tensor like any other input.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        cardinalities: Sequence[int],
+        num_numeric: int = 0,
+        embedding_dim: int = 8,
+        hidden: int = 64,
+        dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.embeddings = nn.ModuleList(nn.Embedding(count, embedding_dim) for count in cardinalities)
+        self.num_categorical = len(self.embeddings)
+        width = self.num_categorical * embedding_dim + num_numeric
+        self.mlp = nn.Sequential(
+            nn.Linear(width, hidden),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(),
+            nn.Linear(hidden, num_classes),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        codes, numeric = x[:, : self.num_categorical].long(), x[:, self.num_categorical :]
+        embedded = [embedding(codes[:, column]) for column, embedding in enumerate(self.embeddings)]
+        return self.mlp(torch.cat([*embedded, numeric.float()], dim=1))

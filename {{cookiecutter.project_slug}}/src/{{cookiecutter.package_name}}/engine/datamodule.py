@@ -1,50 +1,30 @@
-"""The example data: scikit-learn's handwritten digits, which ship inside the package (no download).
+"""The base of the DataModules: seeded loaders and exact resume, so that a data set writes ``setup()`` alone.
 
-To train on your own data, write one ``LightningDataModule`` like ``DigitsDataModule`` below (with
-``num_classes`` and ``input_shape``, which the CLI hands to the model) and point ``data.class_path``
-in ``configs/default.yaml`` at it. Nothing else needs to change.
+A subclass of ``SeededDataModule``:
+
+- sets ``num_classes`` before ``setup()`` (in ``__init__`` or as a class attribute): the CLI hands it
+  to the network when both are built, before any data is read. So do the optional sizes that
+  networks may take (``in_channels``, ``cardinalities``, ``num_numeric``; see ``cli.py``);
+- fills ``self.splits`` in ``setup()`` with map-style datasets named ``train``, ``val``, ``test`` and,
+  optionally, ``predict`` (else predictions are made on ``test``), each item an ``(input, target)`` pair;
+- may set ``class_names``, which the predictions file and the dashboards then use.
+
+A plain ``LightningDataModule`` with ``num_classes`` works too; the CLI names the guarantees it lacks.
 """
 
 import os
 import warnings
+from collections.abc import Sequence
 
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-
-def random_shift(image: Tensor, max_shift: int = 1) -> Tensor:
-    """Translate ``image`` (C, H, W) by up to ``max_shift`` pixels, filling with zeros.
-
-    Drawn from torch's global RNG, so inside a DataLoader worker it follows the worker's seed.
-    Kept at module level so that spawned workers (Windows, macOS) can pickle it.
-    """
-    height, width = image.shape[-2:]
-    dy, dx = torch.randint(0, 2 * max_shift + 1, (2,)).tolist()
-    padded = F.pad(image, (max_shift, max_shift, max_shift, max_shift))
-    return padded[..., dy : dy + height, dx : dx + width]
-
-
-class ImageDataset(Dataset[tuple[Tensor, Tensor]]):
-    """In-memory images and labels, with an optional random augmentation per sample."""
-
-    def __init__(self, images: Tensor, labels: Tensor, augment: bool = False) -> None:
-        self.images = images
-        self.labels = labels
-        self.augment = augment
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        image = self.images[index]
-        if self.augment:
-            image = random_shift(image)
-        return image, self.labels[index]
+EXAMPLE_INPUTS = 16
+"""Inputs that the model summary, the graph and export's parity check use: the first validation ones."""
 
 
 class EpochSeededSampler(DistributedSampler):
@@ -70,76 +50,45 @@ class EpochSeededSampler(DistributedSampler):
         self.generator.manual_seed(int(workers_seed))
 
 
-class DigitsDataModule(L.LightningDataModule):
-    """1,797 real 8x8 grey-scale digit images in 10 classes, split into train, val and test.
+class SeededDataModule(L.LightningDataModule):
+    """Loaders for ``self.splits`` whose order and random draws depend only on (seed, epoch).
 
     Args:
         batch_size: Samples per batch on each device.
-        num_workers: DataLoader worker processes; each gets its own reproducible seed. 0 (load in
-            the training process) suits this data set, which sits in memory: workers would only
-            copy the same tensors between processes and compete with the training threads for
-            the cores. Raise it for data that is read and decoded from disk.
+        num_workers: DataLoader worker processes; each gets its own reproducible seed. 0 loads in
+            the training process, which suits data that sits in memory; raise it for data that is
+            read and decoded from disk.
         persistent_workers: Keep workers alive between epochs. Off by default: workers started
             afresh each epoch are seeded from (seed, epoch), so a resumed run draws the same
             augmentations as one that never stopped; persistent workers carry their random
             streams over from epoch to epoch, which a checkpoint cannot capture. Turn it on when
-            worker start-up is slow (large datasets, spawn) and exact resume does not matter.
-        val_fraction: Share of the data held out for validation.
-        test_fraction: Share of the data held out for the final test.
-        split_seed: Seed of the split alone, so that runs with different training seeds are
-            evaluated on the same held-out images.
-        augment: Random one-pixel shifts of the training images.
+            worker start-up is slow and exact resume does not matter.
     """
 
-    num_classes = 10
-    input_shape = (1, 8, 8)
+    num_classes: int
+    class_names: Sequence[str] | None = None
 
-    def __init__(
-        self,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        persistent_workers: bool = False,
-        val_fraction: float = 0.15,
-        test_fraction: float = 0.15,
-        split_seed: int = 0,
-        augment: bool = True,
-    ) -> None:
+    def __init__(self, batch_size: int = 64, num_workers: int = 0, persistent_workers: bool = False) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"data.batch_size must be at least 1, got {batch_size}")
         if num_workers < 0:
             raise ValueError(f"data.num_workers must be 0 or more, got {num_workers}")
-        if min(val_fraction, test_fraction) <= 0 or val_fraction + test_fraction >= 1:
-            raise ValueError(
-                "data.val_fraction and data.test_fraction must be positive and sum to less than 1,"
-                f" got {val_fraction} and {test_fraction}"
-            )
-        self.save_hyperparameters()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.persistent_workers = persistent_workers
         if num_workers == 0:  # Lightning's advice to add workers is meant for data read from disk
             warnings.filterwarnings("ignore", message=r"The '\w+_dataloader' does not have many workers")
         self.first_epoch = 0  # of this process's training; set from the checkpoint on resume
-        self.splits: dict[str, ImageDataset] = {}
-        self.split_indices: dict[str, Tensor] = {}
+        self.splits: dict[str, Dataset] = {}
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        from sklearn.datasets import load_digits  # here, not at the top: keeps `--help` quick
-
-        digits = load_digits()
-        images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
-        labels = torch.tensor(digits.target, dtype=torch.long)
-        order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(self.hparams.split_seed))
-        n_val = round(self.hparams.val_fraction * len(labels))
-        n_test = round(self.hparams.test_fraction * len(labels))
-        self.split_indices = {
-            "val": order[:n_val],
-            "test": order[n_val : n_val + n_test],
-            "train": order[n_val + n_test :],
-        }
-        for name, index in self.split_indices.items():
-            augment = self.hparams.augment and name == "train"
-            self.splits[name] = ImageDataset(images[index], labels[index], augment=augment)
+    @property
+    def example_input_array(self) -> Tensor | None:
+        """The first validation inputs, batched (after ``setup()``): real inputs of the right dtype."""
+        if "val" not in self.splits:
+            return None
+        count = min(EXAMPLE_INPUTS, len(self.splits["val"]))  # type: ignore[arg-type]
+        return torch.stack([self.splits["val"][index][0] for index in range(count)])
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -151,10 +100,14 @@ class DigitsDataModule(L.LightningDataModule):
         return self._loader("test")
 
     def predict_dataloader(self) -> DataLoader:
-        """The test split, labels included: ``--predict_path`` writes them beside the predictions."""
-        return self._loader("test")
+        """The ``predict`` split, or else the test split, labels included: the CSV file scores them."""
+        return self._loader("predict" if "predict" in self.splits else "test")
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        if split not in self.splits:
+            raise RuntimeError(
+                f"{type(self).__name__}.setup() made no '{split}' split (it made {sorted(self.splits)})"
+            )
         dataset = self.splits[split]
         # The seed `seed_everything` chose (Lightning's own samplers read it from here too).
         seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
@@ -169,17 +122,16 @@ class DigitsDataModule(L.LightningDataModule):
         else:
             # Evaluation draws nothing at random; its own generator keeps it off the global one.
             sampler, generator = None, torch.Generator().manual_seed(seed)
-        workers = self.hparams.num_workers
         return DataLoader(
             dataset,
-            batch_size=self.hparams.batch_size,
+            batch_size=self.batch_size,
             sampler=sampler,
             generator=generator,
-            num_workers=workers,
+            num_workers=self.num_workers,
             # Seeds torch, NumPy and `random` in each worker from the loader's generator, the
             # worker id and the process rank: distinct streams, the same ones on every re-run.
             worker_init_fn=pl_worker_init_function,
-            persistent_workers=self.hparams.persistent_workers and workers > 0,
+            persistent_workers=self.persistent_workers and self.num_workers > 0,
             pin_memory=self._on_cuda(),
         )
 
@@ -196,3 +148,23 @@ class DigitsDataModule(L.LightningDataModule):
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self.first_epoch = state_dict["next_epoch"]
+
+
+def split_indices(count: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, Tensor]:
+    """A random, disjoint and complete split of ``range(count)``, a function of ``seed`` alone.
+
+    Its own seed, so that runs with different training seeds are evaluated on the same samples.
+    """
+    check_fractions(val_fraction, test_fraction)
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    n_val, n_test = round(val_fraction * count), round(test_fraction * count)
+    return {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
+
+
+def check_fractions(val_fraction: float, test_fraction: float) -> None:
+    """Refuses, when the DataModule is built, shares of held-out data that leave nothing to train on."""
+    if min(val_fraction, test_fraction) <= 0 or val_fraction + test_fraction >= 1:
+        raise ValueError(
+            "data.val_fraction and data.test_fraction must be positive and sum to less than 1,"
+            f" got {val_fraction} and {test_fraction}"
+        )

@@ -171,4 +171,7 @@ class FinalMetricsInHParams(Callback):
         hparams = dict(pl_module.hparams)
         if trainer.datamodule is not None:
             hparams.update(trainer.datamodule.hparams)
+        hparams = {
+            name: value for name, value in hparams.items() if not name.startswith("_")
+        }  # the CLI's own
         trainer.logger.log_hyperparams(hparams, metrics=metrics)

@@ -8,27 +8,37 @@ import importlib
 import re
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import lightning as L
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, ModelSummary, ProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelSummary, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from {{ cookiecutter.package_name }}.callbacks import (
+from {{ cookiecutter.package_name }}.engine.callbacks import (
     InterruptCheckpoint,
     NonFiniteLossError,
     RandomStateInCheckpoint,
     StopOnNonFiniteLoss,
     model_checkpoint,
 )
-from {{ cookiecutter.package_name }}.hardware import auto_precision, enable_tf32_if_supported
+from {{ cookiecutter.package_name }}.engine.datamodule import SeededDataModule
+from {{ cookiecutter.package_name }}.engine.distributed import (
+    end_process_group,
+    launches_this_command_again,
+    set_collective_timeout,
+    stop_started_processes,
+    timed_out_collective,
+)
+from {{ cookiecutter.package_name }}.engine.hardware import auto_precision, enable_tf32_if_supported
+from {{ cookiecutter.package_name }}.engine.predict import predict_to_csv
+from {{ cookiecutter.package_name }}.engine.sizes import DATA_SIZES, drop_sizes_not_taken, size_from_data
 from {{ cookiecutter.package_name }}.module import Classifier
-from {{ cookiecutter.package_name }}.predict import predict_to_csv
 
 
 def concise(message: str) -> str:
@@ -44,7 +54,7 @@ def concise(message: str) -> str:
         for line in lines
         if not line.startswith(("Parser key", "Does not validate", "Subtypes:", "Errors:", "Given value"))
         and "NoneType" not in line
-        and not line.startswith("- Problem with given class_path")
+        and not line.removeprefix("- ").startswith("Problem with given class_path")
     ]
     given = next((line for line in lines if line.startswith("Given value:")), None)
     reason = reasons[0] if reasons else lines[-1]
@@ -70,6 +80,10 @@ def class_of(component: Namespace) -> type:
 
 
 class TrainCLI(LightningCLI):
+    def __init__(self, *args: Any, in_process: bool = False, **kwargs: Any) -> None:
+        self.in_process = in_process  # called with `args` (tests, tune.py), not as `python train.py`
+        super().__init__(*args, **kwargs)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--ckpt_path",
@@ -87,9 +101,23 @@ class TrainCLI(LightningCLI):
         )
         # One directory for everything a run writes: --trainer.default_root_dir moves the logs too.
         parser.link_arguments("trainer.default_root_dir", "trainer.logger.init_args.save_dir")
+        parser.add_argument(
+            "--collective_timeout",
+            type=int | None,
+            default=None,
+            help="Seconds that several processes wait for each other in one collective (all-reduce,"
+            " all-gather, barrier) before the run stops with an error naming it; null: 300 on CPU,"
+            " 1800 on GPUs.",
+        )
         # Sizes that depend on the data are read from the DataModule, never typed twice.
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.input_shape", "model.input_shape", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate")
+        net_class = partial(lambda cli: class_of(cli.config.model.net), self)  # known once parsed
+        for size in DATA_SIZES:
+            compute = partial(size_from_data, size, net_class)
+            parser.link_arguments(
+                "data", f"model.net.init_args.{size}", compute_fn=compute, apply_on="instantiate"
+            )
 
     def before_instantiate_classes(self) -> None:
         trainer = self.config.trainer
@@ -118,6 +146,8 @@ class TrainCLI(LightningCLI):
             for flag, kind in (("enable_progress_bar", ProgressBar), ("enable_model_summary", ModelSummary))
             if trainer.get(flag) is False
         )
+        if trainer.get("overfit_batches"):  # validation sees the training batches: nothing to stop on
+            switched_off += (EarlyStopping,)
         if switched_off and trainer.callbacks:
             trainer.callbacks = [c for c in trainer.callbacks if not issubclass(class_of(c), switched_off)]
         if trainer.precision is None:
@@ -130,6 +160,21 @@ class TrainCLI(LightningCLI):
             super().instantiate_classes()
         except (ValueError, TypeError, MisconfigurationException) as error:
             self.parser.error(str(error))
+        net_class = class_of(self.config.model.net)
+        drop_sizes_not_taken(net_class, self.config.model.net.init_args)  # the config.yaml of the run
+        drop_sizes_not_taken(net_class, self.model.hparams["net"]["init_args"])  # the checkpoints
+        if not isinstance(self.datamodule, SeededDataModule):
+            rank_zero_warn(
+                f"{type(self.datamodule).__name__} is not a SeededDataModule: its DataLoader workers are not"
+                " seeded per (seed, epoch), and a resumed run does not continue its data order exactly",
+            )
+        if self.in_process and launches_this_command_again(self.trainer):
+            self.parser.error(
+                f"trainer.devices: {self.trainer.num_devices} processes would run this program's command"
+                " line again, which an in-process call (a test, tune.py) does not hold; use one device"
+                " (--trainer.devices 1) or run python train.py"
+            )
+        set_collective_timeout(self.trainer, self.config.collective_timeout)
 
 
 @rank_zero_only
@@ -151,6 +196,8 @@ def main(default_config: Path, args: list[str] | None = None, callbacks: Sequenc
         subclass_mode_data=True,
         run=False,
         args=args,
+        in_process=args is not None,
+        auto_configure_optimizers=False,  # the optimizer and schedule are the model's arguments
         parser_class=ConciseErrorParser,
         parser_kwargs={"default_config_files": [str(default_config)]},
         # Each run logs to a new version directory; fit and test of one run share it.
@@ -173,6 +220,7 @@ def main(default_config: Path, args: list[str] | None = None, callbacks: Sequenc
         if cli.config.predict_path is not None:
             model_class, ckpt_path = type(cli.model), cli.config.ckpt_path
             writer = predict_to_csv(trainer, model_class, ckpt_path, cli.datamodule, cli.config.predict_path)
+            end_process_group()
             report(writer.summary())
             return cli
         trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
@@ -188,8 +236,18 @@ def main(default_config: Path, args: list[str] | None = None, callbacks: Sequenc
         raise SystemExit(1) from None
     except SIGTERMException:
         raise SystemExit(143) from None  # 128 + SIGTERM, what schedulers expect of a terminated job
+    except RuntimeError as error:
+        timed_out = timed_out_collective(error)
+        if timed_out is None:
+            raise
+        stop_started_processes(trainer)  # one of them is stuck: it would never exit
+        sys.stderr.write(f"error: {timed_out}\n")
+        raise SystemExit(1) from None
+    end_process_group()
     if trainer.log_dir is not None and trainer.logger is not None:
         report(f"Logs: {trainer.log_dir}  (view with: tensorboard --logdir {trainer.logger.save_dir})")
     if best:
-        report(f"Best checkpoint: {best}  ({checkpoint.monitor} = {checkpoint.best_model_score:.4f})")
+        score = checkpoint.best_model_score
+        scored = f"  ({checkpoint.monitor} = {score:.4f})" if score is not None else ""
+        report(f"Best checkpoint: {best}{scored}")
     return cli

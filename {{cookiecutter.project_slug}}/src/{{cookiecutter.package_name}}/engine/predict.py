@@ -19,7 +19,7 @@ NO_LABEL = -1
 class CsvPredictionWriter(BasePredictionWriter):
     """Writes one row per sample, in the order of the predicted split: its index there, the
     predicted class, that class's probability, and the true label where the data has one (else
-    the cell stays empty).
+    the cell stays empty). Classes are written by name where the DataModule has ``class_names``.
 
     Each batch leaves four numbers per sample on the CPU, not the model's whole output. Under DDP
     every process predicts its own share of the split, the shares of unequal sizes; at the end
@@ -71,12 +71,21 @@ class CsvPredictionWriter(BasePredictionWriter):
             return
         order = columns["index"].argsort()
         columns = {name: values[order] for name, values in columns.items()}
+        names = getattr(trainer.datamodule, "class_names", None)
+        class_name = (lambda number: names[number]) if names is not None else (lambda number: number)
         with self.path.open("w", newline="", encoding="utf-8") as file:
             writer = csv_writer(file)
             writer.writerow(COLUMNS)
             rows = zip(*(columns[name].tolist() for name in COLUMNS), strict=True)
             for index, predicted, probability, label in rows:
-                writer.writerow((index, predicted, f"{probability:.6f}", "" if label == NO_LABEL else label))
+                writer.writerow(
+                    (
+                        index,
+                        class_name(predicted),
+                        f"{probability:.6f}",
+                        "" if label == NO_LABEL else class_name(label),
+                    )
+                )
         labelled = columns["label"] != NO_LABEL
         self.rows, self.labelled = len(order), int(labelled.sum())
         self.correct = int((columns["prediction"] == columns["label"])[labelled].sum())

@@ -24,9 +24,9 @@ from lightning.pytorch.callbacks import Callback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from {{ cookiecutter.package_name }}.callbacks import NonFiniteLossError
-from {{ cookiecutter.package_name }}.cli import main as train
-from {{ cookiecutter.package_name }}.search_space import SearchSpace, SearchSpaceError, flags, nested
+from {{ cookiecutter.package_name }}.engine.callbacks import NonFiniteLossError
+from {{ cookiecutter.package_name }}.engine.cli import main as train
+from {{ cookiecutter.package_name }}.engine.search_space import SearchSpace, SearchSpaceError, flags, nested
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
@@ -113,7 +113,9 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, default_config: Path, ext
     values = {**space.fixed, **space.suggest(trial), "trainer.default_root_dir": str(root)}
     reporter = ReportToTrial(trial, space.metric, space.direction)
     try:
-        train(default_config, [*extra, *flags(values)], callbacks=[reporter])
+        # One device per trial unless the flags say otherwise: Lightning would launch several by
+        # running tune.py's own command line again. (To use several GPUs, run one tune.py per GPU.)
+        train(default_config, ["--trainer.devices", "1", *extra, *flags(values)], callbacks=[reporter])
     except SystemExit as stop:
         if reporter.diverged:  # too high a learning rate is a bad trial, not a broken search
             raise optuna.TrialPruned("the training loss diverged") from None

@@ -1,6 +1,6 @@
 """Export a trained network for inference without Lightning: ONNX, TorchScript or ``torch.export``.
 
-    python -m {{ cookiecutter.package_name }}.export --ckpt_path CHECKPOINT --format onnx
+    python export.py --ckpt_path CHECKPOINT --format onnx
 
 The network is rebuilt from the checkpoint's hyperparameters, switched to eval mode (dropout off,
 batch-norm statistics frozen) and exported alone, without loss, metrics or optimizer, with a
@@ -104,27 +104,31 @@ EXPORTERS: dict[str, Callable[[nn.Module, Tensor, Path], Runner]] = {
 }
 
 
-def load_network(ckpt_path: Path) -> tuple[nn.Module, tuple[int, ...]]:
-    """The plain network of a ``Classifier`` checkpoint, in eval mode, and the shape of one input."""
+def load_network(ckpt_path: Path) -> tuple[nn.Module, Tensor]:
+    """The plain network of a ``Classifier`` checkpoint, in eval mode, and the example inputs it keeps."""
     try:
         # Uncompiled: exporters trace the network's own code. The weights are the same.
         model = Classifier.load_from_checkpoint(ckpt_path, map_location="cpu", compile=False)
+        examples = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("example_input_array")
     except Exception as error:  # a file of any other kind fails in many ways: name the first
         first_sentence = str(error).strip().split("\n")[0].split(". ")[0]
         reason = f"not a Classifier checkpoint ({type(error).__name__}: {first_sentence})"
         raise ExportError(f"ckpt_path: '{ckpt_path}' is {reason}", status=2) from None
-    return model.net.eval(), tuple(model.hparams.input_shape)
+    if not isinstance(examples, Tensor) or len(examples) < 1:
+        raise ExportError(f"ckpt_path: '{ckpt_path}' keeps no example inputs to export with", status=2)
+    return model.net.eval(), examples
 
 
-def check_parity(net: nn.Module, runner: Runner, input_shape: tuple[int, ...]) -> float:
-    """The largest absolute difference between the exported and the PyTorch logits, or an error.
+def batch_of(examples: Tensor, size: int) -> Tensor:
+    """``size`` inputs cycled from the examples: real values of the right dtype, any batch size."""
+    return examples[torch.arange(size) % len(examples)]
 
-    Inputs are uniform in [0, 1) and seeded: the check needs no data, so it works for any DataModule.
-    """
-    generator = torch.Generator().manual_seed(0)
+
+def check_parity(net: nn.Module, runner: Runner, examples: Tensor) -> float:
+    """The largest absolute difference between the exported and the PyTorch logits, or an error."""
     largest = 0.0
     for size in PARITY_BATCH_SIZES:
-        inputs = torch.rand(size, *input_shape, generator=generator)
+        inputs = batch_of(examples.flip(0), size)  # other inputs than the exported example's
         with torch.no_grad():
             expected, actual = net(inputs), runner(inputs)
         if actual.shape != expected.shape:
@@ -142,14 +146,13 @@ def check_parity(net: nn.Module, runner: Runner, input_shape: tuple[int, ...]) -
 
 def export(ckpt_path: Path, format: str, output: Path | None = None) -> tuple[Path, float]:
     """Writes the network of ``ckpt_path`` as ``format``; returns the file and the parity gap."""
-    net, input_shape = load_network(ckpt_path)
+    net, examples = load_network(ckpt_path)
     output = output or ckpt_path.with_suffix(SUFFIXES[format])
     output.parent.mkdir(parents=True, exist_ok=True)
-    example = torch.rand(EXAMPLE_BATCH_SIZE, *input_shape, generator=torch.Generator().manual_seed(1))
     with quiet(), torch.no_grad():
-        runner = EXPORTERS[format](net, example, output)
+        runner = EXPORTERS[format](net, batch_of(examples, EXAMPLE_BATCH_SIZE), output)
         try:
-            return output, check_parity(net, runner, input_shape)
+            return output, check_parity(net, runner, examples)
         except ExportError:
             output.unlink(missing_ok=True)
             raise
@@ -163,7 +166,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def main(args: list[str] | None = None) -> Path:
     parser = OneLineParser(
-        prog="python -m {{ cookiecutter.package_name }}.export",
+        prog="python export.py",
         description="Export the network of a checkpoint and check that the file computes the same outputs.",
     )
     parser.add_argument("--ckpt_path", type=Path, required=True, help="a checkpoint that train.py wrote")

@@ -6,6 +6,7 @@ nothing at all; training steps never do any work for them.
 """
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from lightning.pytorch.utilities.data import extract_batch_size
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from {{ cookiecutter.package_name }}.drawing import (
+from {{ cookiecutter.package_name }}.engine.drawing import (
     render_confusion_matrix,
     render_grid,
 )
@@ -51,6 +52,22 @@ class TensorBoardLogger(loggers.TensorBoardLogger):
 def tensorboard_logger(trainer: L.Trainer) -> loggers.TensorBoardLogger | None:
     """The run's TensorBoard logger, if it has one: with other loggers, or none, images are skipped."""
     return next((lg for lg in trainer.loggers if isinstance(lg, loggers.TensorBoardLogger)), None)
+
+
+def is_image_batch(inputs: object) -> bool:
+    """Whether a batch holds images, (N, C, H, W) floats with 1 or 3 channels: what can be drawn."""
+    return (
+        isinstance(inputs, Tensor)
+        and inputs.dim() == 4
+        and inputs.is_floating_point()
+        and inputs.shape[1] in (1, 3)
+    )
+
+
+def class_namer(trainer: L.Trainer) -> Callable[[int], str]:
+    """The DataModule's name for a class number (its ``class_names``), or the number itself."""
+    names = getattr(trainer.datamodule, "class_names", None)
+    return lambda number: str(names[number]) if names is not None else str(number)
 
 
 def logging_step(trainer: L.Trainer) -> int:
@@ -155,20 +172,23 @@ class ConfusionMatrixImage(Callback):
         step = logging_step(trainer)
         logger.experiment.add_image(self.tag, render_confusion_matrix(matrix), global_step=step)
         if not self.explained:
+            name = class_namer(trainer)
             legend = (
-                "Rows: true class; columns: predicted class; numbers: how many validation images."
+                "Rows: true class; columns: predicted class; numbers: how many validation samples."
                 " Colour: share of the row, from dark purple (0) to yellow (1): the diagonal is each"
-                " class's recall, bright cells off it are the classes the model mixes up."
+                " class's recall, bright cells off it are the classes the model mixes up.\n\nClasses: "
+                + ", ".join(f"{number} = {name(number)}" for number in range(len(matrix)))
             )
             logger.experiment.add_text(self.tag, legend, global_step=step)
             self.explained = True
 
 
 class MisclassifiedExamples(Callback):
-    """After the test, shows up to ``max_images`` misclassified test images (``test/misclassified``).
+    """After the test, lists up to ``max_images`` misclassified test samples (``test/misclassified``).
 
-    Each image is labelled with its true class (green) and the prediction (red); a text entry
-    under the same tag lists them with the model's confidence. Looking at the mistakes finds what
+    A text entry lists them with their true and predicted classes and the model's confidence;
+    for image inputs a grid shows the images too, labelled with the true class (green) and the
+    prediction (red). Looking at the mistakes finds what
     metrics cannot: mislabelled data, ambiguous inputs, a preprocessing bug. Kept on the device,
     never more than ``max_images`` plus a batch; under DDP the images are the first process's.
     """
@@ -196,7 +216,8 @@ class MisclassifiedExamples(Callback):
     ) -> None:
         if not self.active or not isinstance(outputs, Tensor):
             return
-        images, targets = batch[0], batch[1]
+        inputs, targets = batch[0], batch[1]
+        images = inputs if is_image_batch(inputs) else torch.empty(len(inputs), 0, device=inputs.device)
         confidence, predictions = outputs.detach().softmax(dim=-1).max(dim=-1)
         wrong = predictions != targets
         self.wrong = wrong.sum() if self.wrong is None else self.wrong + wrong.sum()  # no wait for the device
@@ -216,12 +237,16 @@ class MisclassifiedExamples(Callback):
             return
         *kept, wrong = (tensor.cpu() for tensor in self.kept)
         images, targets, predictions, confidence = (tensor[wrong] for tensor in kept)
-        shown = f"the first {len(images)}, row by row:" if len(images) else "none to show."
-        lines = [f"{int(wrong_count)} of {int(total)} test images misclassified; {shown}", ""]
-        if len(images):
+        shown = f"the first {len(targets)}:" if len(targets) else "none to show."
+        lines = [f"{int(wrong_count)} of {int(total)} test samples misclassified; {shown}", ""]
+        if len(targets):
+            name = class_namer(trainer)
             lines += ["| # | true | predicted | confidence |", "|---|---|---|---|"]
             rows = zip(targets.tolist(), predictions.tolist(), confidence.tolist(), strict=True)
-            lines += [f"| {k} | {t} | {p} | {c:.2f} |" for k, (t, p, c) in enumerate(rows, start=1)]
+            lines += [
+                f"| {k} | {name(t)} | {name(p)} | {c:.2f} |" for k, (t, p, c) in enumerate(rows, start=1)
+            ]
+        if len(targets) and images.dim() == 4:  # image inputs: the grid, row by row as in the table
             grid = render_grid(images, targets, predictions)
             logger.experiment.add_image(self.tag, grid, global_step=logging_step(trainer))
         logger.experiment.add_text(self.tag, "\n".join(lines), global_step=logging_step(trainer))

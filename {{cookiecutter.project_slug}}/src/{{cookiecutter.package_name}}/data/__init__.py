@@ -1,0 +1,12 @@
+"""Your data: one ``SeededDataModule`` subclass per data set, chosen with ``data.class_path``.
+
+The examples: ``DigitsDataModule`` (the default, in memory), ``ImageFolderDataModule`` (image files
+in one folder per class, read by DataLoader workers) and ``CsvTableDataModule`` (a CSV table of
+categorical and numeric columns).
+"""
+
+from {{ cookiecutter.package_name }}.data.digits import DigitsDataModule
+from {{ cookiecutter.package_name }}.data.images import ImageFolderDataModule
+from {{ cookiecutter.package_name }}.data.tables import CsvTableDataModule
+
+__all__ = ["CsvTableDataModule", "DigitsDataModule", "ImageFolderDataModule"]
