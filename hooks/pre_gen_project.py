@@ -16,15 +16,36 @@ CHOICES = {
     "ci": ("github-actions", "none"),
     "docker": ("none", "cpu", "cuda"),
 }
-# Import names the generated project, its tools or its tests already use: a package with one of
-# these names would shadow the real one.
-TAKEN_NAMES = {
-    "conftest", "jsonargparse", "lightning", "lightning_fabric", "lightning_utilities", "numpy",
-    "pytest", "pytorch_lightning", "rich", "ruff", "scipy", "setuptools", "sklearn", "tensorboard",
-    "test", "tests", "torch", "torchmetrics", "torchvision", "train", "yaml",
+# The distributions the generated project installs (pyproject.toml's dependencies and extras, and
+# theirs) under their normalised names and their import names, lower case: a package or a
+# distribution of the same name would shadow or replace one of them. tests/test_hooks.py checks
+# that this holds every one installed; CUDA builds and other platforms add the last row.
+DEPENDENCIES = {
+    "absl", "absl_py", "aiohappyeyeballs", "aiohttp", "aiosignal", "alembic", "annotated_doc",
+    "annotated_types", "arrow", "attr", "attrs", "binaryornot", "certifi", "cfgv", "charset_normalizer",
+    "click", "cloudpickle", "colorlog", "contourpy", "cookiecutter", "cruft", "cycler", "dateutil",
+    "distlib", "docstring_parser", "filelock", "flatbuffers", "fonttools", "frozenlist", "fsspec",
+    "functorch", "git", "gitdb", "gitpython", "google", "grpc", "grpcio", "identify", "idna", "iniconfig",
+    "isympy", "jinja2", "joblib", "jsonargparse", "kiwisolver", "lightning", "lightning_fabric",
+    "lightning_utilities", "mako", "markdown", "markdown_it", "markdown_it_py", "markupsafe", "matplotlib",
+    "mdurl", "ml_dtypes", "mpl_toolkits", "mpmath", "multidict", "narwhals", "networkx", "nodeenv", "numpy",
+    "onnx", "onnx_ir", "onnxruntime", "onnxscript", "optuna", "packaging", "pil", "pillow", "platformdirs",
+    "pluggy", "pre_commit", "propcache", "protobuf", "py", "pydantic", "pydantic_core", "pygments", "pylab",
+    "pyparsing", "pytest", "python_dateutil", "python_discovery", "python_slugify", "pytorch_lightning",
+    "pyyaml", "requests", "rich", "ruff", "scikit_learn", "scipy", "setuptools", "shellingham", "sklearn",
+    "slugify", "smmap", "sqlalchemy", "sympy", "tensorboard", "tensorboard_data_server", "text_unidecode",
+    "threadpoolctl", "torch", "torchgen", "torchmetrics", "tqdm", "typer", "typeshed_client",
+    "typing_extensions", "typing_inspection", "tzdata", "urllib3", "virtualenv", "werkzeug", "yaml", "yarl",
+    "colorama", "greenlet", "nvidia", "torchvision", "triton",
 }  # fmt: skip
+# Modules of the project itself: its scripts (train.py, tune.py, export.py) and its tests.
+PROJECT_MODULES = {"conftest", "export", "test", "tests", "train", "tune"}
+# Keeps the template's longest import lines within ruff's 110 characters (one to spare);
+# tests/test_hooks.py bakes a name this long.
+MAX_PACKAGE_LENGTH = 30
 # PEP 508 distribution names: letters, digits and . _ - inside, alphanumeric at both ends.
 DISTRIBUTION_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+LOWER_CASE_NAME = re.compile(r"^[a-z0-9_]+$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
@@ -32,13 +53,16 @@ def has_control_character(value: object) -> bool:
     return isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value)
 
 
-def slug_problem(slug: str) -> str | None:
+def slug_problem(slug: str, package: str) -> str | None:
     if not slug.strip():
         return "project_slug is empty; give the repository a name"
     if "/" in slug or "\\" in slug or slug in {".", ".."}:
         return f"project_slug {slug!r} is a path, not a directory name; drop the separators"
     if not DISTRIBUTION_NAME.match(slug):
         return f"project_slug {slug!r} is not a distribution name; use letters, digits, '-', '_', '.'"
+    name = re.sub(r"[-_.]+", "_", slug).lower()
+    if name in DEPENDENCIES and name != package:  # else package_name's line says it
+        return f"project_slug {slug!r} is a distribution the project uses; choose another project_slug"
     return None
 
 
@@ -47,7 +71,11 @@ def package_problem(package: str) -> str | None:
         return f"package_name {package!r} is not a Python identifier; use ASCII letters, digits, '_'"
     if keyword.iskeyword(package):
         return f"package_name {package!r} is a Python keyword; choose another package_name"
-    if package.lower() in TAKEN_NAMES or package in sys.stdlib_module_names:
+    if not LOWER_CASE_NAME.match(package):
+        return f"package_name {package!r} has capitals, which ruff (N999) refuses; use {package.lower()!r}"
+    if len(package) > MAX_PACKAGE_LENGTH:
+        return f"package_name {package!r} is longer than {MAX_PACKAGE_LENGTH} characters; shorten it"
+    if package in DEPENDENCIES | PROJECT_MODULES or package in sys.stdlib_module_names:
         return f"package_name {package!r} would shadow an existing module; choose another package_name"
     return None
 
@@ -58,7 +86,8 @@ def problems(answers: dict[str, str]) -> list[str]:
         for key, value in answers.items()
         if not key.startswith("_") and has_control_character(value)
     ]
-    found += filter(None, [slug_problem(answers["project_slug"]), package_problem(answers["package_name"])])
+    slug, package = answers["project_slug"], answers["package_name"]
+    found += filter(None, [slug_problem(slug, package), package_problem(package)])
     email = answers["author_email"]
     if email and not EMAIL.match(email):
         found.append(f"author_email {email!r} is not an email address; leave it empty or fix it")

@@ -28,6 +28,8 @@ EXPECTED_FILES = {
     "src/{pkg}/data/__init__.py", "src/{pkg}/data/digits.py", "src/{pkg}/data/images.py",
     "src/{pkg}/data/tables.py",
     "src/{pkg}/engine/__init__.py", "src/{pkg}/engine/callbacks.py", "src/{pkg}/engine/cli.py",
+    "src/{pkg}/engine/checkpoint_io.py", "src/{pkg}/engine/console.py", "src/{pkg}/engine/run_files.py",
+    "src/{pkg}/engine/run_identity.py", "src/{pkg}/engine/config_errors.py", "src/{pkg}/engine/short_help.py",
     "src/{pkg}/engine/dashboards.py", "src/{pkg}/engine/datamodule.py", "src/{pkg}/engine/distributed.py",
     "src/{pkg}/engine/drawing.py", "src/{pkg}/engine/export.py", "src/{pkg}/engine/hardware.py",
     "src/{pkg}/engine/predict.py", "src/{pkg}/engine/schedules.py", "src/{pkg}/engine/search_space.py",
@@ -36,6 +38,8 @@ EXPECTED_FILES = {
     "tests/test_distributed.py", "tests/test_examples.py", "tests/test_hardware.py", "tests/test_module.py",
     "tests/test_reproducibility.py", "tests/test_training.py", "tests/test_tune.py",
     "tests/test_export.py", "tests/test_predict.py", "tests/test_tensorboard.py",
+    "tests/test_checkpoints.py", "tests/test_loggers.py", "tests/test_console.py", "tests/test_run_files.py",
+    "tests/test_run_identity.py", "tests/test_endings.py",
 }  # fmt: skip
 HOSTILE = {
     "project_name": '홍길동\'s "Quoted" \\ <Project> #1 *',

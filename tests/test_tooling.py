@@ -1,6 +1,11 @@
 """The generated project's tooling: pre-commit, Makefile, .gitignore and the optional Dockerfile."""
 
+import json
+import os
+import re
+import shlex
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -196,3 +201,174 @@ def test_docker_image_name_is_lowercase(tmp_path: Path) -> None:
     project = bake(tmp_path, project_slug="Vision.Net", package_name="vision_net", docker="cpu")
     text = (project / "Dockerfile").read_text()
     assert "docker build -t vision.net ." in text and "Vision.Net" not in text
+
+
+def cookiecutter_in_a_shell(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``cookiecutter ARGS`` typed in a shell in ``cwd`` (which sets ``PWD``), with ``env`` added."""
+    command = shlex.join([sys.executable, "-m", "cookiecutter", "--no-input", *args, str(TEMPLATE)])
+    environment = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"} | env
+    shell = ["sh", "-c", f"cd {shlex.quote(str(cwd))} && {command}"]
+    return subprocess.run(shell, env=environment, capture_output=True, text=True)
+
+
+def test_next_steps_cd_to_where_the_project_is_and_use_one_venv(tmp_path: Path) -> None:
+    made = cookiecutter_in_a_shell(tmp_path, "-o", "build")
+    assert made.returncode == 0, made.stderr
+    assert "\n  cd build/digits-classifier\n" in made.stdout
+    assert "python -m venv .venv && . .venv/bin/activate" in made.stdout
+    # Outside the shell's directory, the path is absolute; an active virtual environment is reused.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    active = cookiecutter_in_a_shell(elsewhere, "-o", str(tmp_path / "out"), VIRTUAL_ENV="/opt/team-venv")
+    assert active.returncode == 0, active.stderr
+    assert f"\n  cd {tmp_path / 'out' / 'digits-classifier'}\n" in active.stdout
+    assert "python -m venv" not in active.stdout
+    assert "active virtual environment, /opt/team-venv" in active.stdout
+
+
+@pytest.mark.skipif(GIT is None, reason="cruft needs git")
+def test_cruft_diff_does_not_print_the_next_steps_again(tmp_path: Path) -> None:
+    pytest.importorskip("cruft", reason="cruft is not installed")
+    from test_cruft import cruft, template_repository
+
+    template = template_repository(tmp_path)
+    created = cruft("create", "--no-input", "--output-dir", tmp_path / "out", template, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.count("Next steps:") == 1
+    diff = cruft("diff", "--exit-code", cwd=tmp_path / "out" / "digits-classifier")
+    assert diff.returncode == 0, diff.stdout + diff.stderr  # the project is what the template renders
+    assert "Next steps" not in diff.stdout + diff.stderr
+
+
+# Each command of the READMEs and of the next steps is run by a test; these are not, each for a reason.
+NOT_RUN = {
+    "python3 -m venv .venv": "the template's own set-up: the environment this suite already runs in",
+    "pip install": "downloads from the network; the tests install with --no-deps from the local files",
+    "tensorboard --logdir": "starts a server that does not exit",
+    "sbatch ": "needs a SLURM cluster; test_distributed checks the script's flags against the CLI",
+    "docker ": "needs a Docker daemon; test_each_docker_choice checks the Dockerfile",
+    "mkdir -p logs && docker ": "the same",
+    "cruft create https://": "a placeholder URL; the local-path form is run by test_cruft",
+    "pre-commit ": "fetches the hooks from the network; test_pre_commit_accepts_the_config checks the config",
+}  # fmt: skip
+# Commands that another test runs, with that test.
+RUN_ELSEWHERE = {
+    "cruft ": "test_cruft_create_check_and_update",
+    "torchrun ": "test_two_nodes_on_one_machine_train_test_and_both_exit_0",
+    "pytest": "test_generated_test_suite_passes",
+    "make": "test_makefile_targets_print_the_expected_commands",
+}
+# Run as they are, in a shell in the project, by test_the_next_steps_and_the_readme_shell_commands_run.
+IN_A_SHELL = ("cd ", "python -m venv ", "ruff check ")
+# The rest run the project's scripts: test_the_readme_script_commands_run, each cut to one short epoch.
+SCRIPTS = {"train.py", "tune.py", "export.py", "scripts/make_example_data.py"}
+SHORT_RUN = [
+    "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+    "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false",
+]  # fmt: skip
+# Runs each command line in this one process, as `python SCRIPT ARGS` would: one start-up for all.
+RUNNER = """
+import json, runpy, sys
+for argv in json.loads(sys.argv[1]):
+    sys.argv = argv
+    try:
+        runpy.run_path(argv[0], run_name="__main__")
+        status = 0
+    except SystemExit as stop:
+        status = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+    print("exit", status, *argv, flush=True)
+"""
+
+
+def readme_commands(readme: str) -> list[str]:
+    """The commands of the ```bash blocks, one per line (continuations joined, comments dropped)."""
+    blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.DOTALL)
+    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
+    return [command for line in lines if (command := re.sub(r"\s+#.*$", "", line).strip())]
+
+
+def next_steps_commands(output: str) -> list[str]:
+    """The commands that the post-generation hook prints after "Next steps:"."""
+    lines = output.split("Next steps:\n", 1)[1].splitlines()
+    return [command for line in lines if (command := re.sub(r"\s*#.*$", "", line).strip())]
+
+
+def runs_a_script(command: str) -> bool:
+    words = shlex.split(command)
+    return len(words) > 1 and words[0] == "python" and words[1] in SCRIPTS
+
+
+def shortened(command: str) -> list[str]:
+    """The command's arguments, cut short: one epoch of a few batches; tune.py: one or two such trials."""
+    argv = shlex.split(command)[1:]
+    if argv[0] == "train.py":
+        return [*argv, *SHORT_RUN]
+    if argv[0] == "tune.py":
+        flags, _, training = " ".join(argv).partition(" -- ")
+        flags = re.sub(r"--n-trials \d+", "--n-trials 2", flags)
+        flags += "" if "--n-trials" in flags else " --n-trials 1"
+        return [*flags.split(), "--", *training.split(), *SHORT_RUN]
+    return argv
+
+
+def a_run_to_continue(argv: list[str]) -> list[list[str]]:
+    """For a command with ``--ckpt_path last``: the run with the same settings it continues, which
+    the README assumes was made before (``last`` is the newest checkpoint of those settings' runs)."""
+    if "--ckpt_path" not in argv or argv[argv.index("--ckpt_path") + 1] != "last":
+        return []
+    script, *flags = argv
+    flags = flags[1:] if flags[0] in {"fit", "validate", "test", "predict"} else flags  # a plain run
+    pairs = zip(flags[0::2], flags[1::2], strict=True)  # every flag here takes a value
+    dropped = {"--ckpt_path", "--predict_path", "--predict_overwrite"}
+    return [[script, *(word for pair in pairs if pair[0] not in dropped for word in pair)]]
+
+
+def test_every_command_of_the_readmes_and_next_steps_is_run_by_a_test_or_skipped(tmp_path: Path) -> None:
+    project = bake(tmp_path, docker="cpu")
+    made = cookiecutter_in_a_shell(tmp_path, "-o", "again")
+    commands = readme_commands((TEMPLATE / "README.md").read_text())
+    commands += readme_commands((project / "README.md").read_text()) + next_steps_commands(made.stdout)
+    assert len(commands) > 40
+    tests = [*(TEMPLATE / "tests").glob("test_*.py"), *(project / "tests").glob("test_*.py")]
+    defined = {name for path in tests for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)}
+    assert set(RUN_ELSEWHERE.values()) <= defined
+    covered = (*NOT_RUN, *RUN_ELSEWHERE, *IN_A_SHELL)
+    assert [
+        command for command in commands if not command.startswith(covered) and not runs_a_script(command)
+    ] == []
+
+
+def test_the_next_steps_and_the_readme_shell_commands_run(tmp_path: Path) -> None:
+    made = cookiecutter_in_a_shell(tmp_path, "-o", "build")
+    steps = [command for command in next_steps_commands(made.stdout) if command.startswith(IN_A_SHELL)]
+    readme = (tmp_path / "build" / "digits-classifier" / "README.md").read_text()
+    lines = list(
+        dict.fromkeys(steps + [line for line in readme_commands(readme) if line.startswith(IN_A_SHELL)])
+    )
+    assert [line.split()[0] for line in lines] == ["cd", "python", "ruff"]
+    # One shell, as the user types them: the venv is made and active in the project, and ruff passes.
+    script = " && ".join(
+        [*lines[:2], 'test "$VIRTUAL_ENV" = "$PWD/.venv"', f"{sys.executable} -m {lines[2]}"]
+    )
+    result = subprocess.run(["sh", "-c", script], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_readme_script_commands_run(tmp_path: Path) -> None:
+    project = bake(tmp_path)
+    readme = (project / "README.md").read_text()
+    runs = [shortened(command) for command in readme_commands(readme) if runs_a_script(command)]
+    assert len(runs) > 20
+    runs = [run for argv in runs for run in (*a_run_to_continue(argv), argv)]
+    (project / "my_experiment.yaml").write_text("trainer:\n  log_every_n_steps: 5\n")  # the README names it
+    result = run(sys.executable, "-c", RUNNER, json.dumps(runs), cwd=project, pythonpath=project / "src")
+    statuses = [line.split(maxsplit=2)[1:] for line in result.stdout.splitlines() if line.startswith("exit ")]
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert [status for status, _ in statuses] == ["0"] * len(runs), (statuses, result.stderr[-3000:])
+    for made in (
+        "logs/version_0/checkpoints/last.ckpt",
+        "runs",
+        "logs/tune/digits/best.yaml",
+        "predictions.csv",
+    ):
+        assert (project / made).exists(), made

@@ -11,7 +11,7 @@ from unittest import mock
 
 import pytest
 
-from {{ cookiecutter.package_name }}.engine.cli import TrainCLI, main
+from {{ cookiecutter.package_name }}.engine.cli import COMMANDS, TrainCLI, main
 from {{ cookiecutter.package_name }}.engine.hardware import auto_precision
 
 PROJECT_ROOT = Path(__file__).parents[1]
@@ -38,10 +38,10 @@ def train(root: Path, *args: str) -> TrainCLI:
     One device, unless ``args`` say otherwise: with ``devices: auto`` on a machine with several
     GPUs, Lightning would start the other processes by running pytest's own command line again.
     """
+    command = list(args[:1]) if args[:1] and args[0] in COMMANDS else []  # a subcommand comes first
+    pinned = ["--trainer.devices", "1", "--trainer.default_root_dir", str(root)]
     with mock.patch.object(sys, "argv", ["train.py"]):  # pytest's own flags are not ours
-        return main(
-            DEFAULT_CONFIG, args=["--trainer.devices", "1", "--trainer.default_root_dir", str(root), *args]
-        )
+        return main(DEFAULT_CONFIG, args=[*command, *pinned, *args[len(command) :]])
 
 
 RunCLI = Callable[..., TrainCLI]

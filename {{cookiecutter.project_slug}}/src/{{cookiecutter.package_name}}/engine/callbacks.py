@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.callbacks import RichProgressBar as LightningRichProgressBar
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import Tensor
 
@@ -36,6 +37,12 @@ class RichProgressBar(LightningRichProgressBar):
         if last_batch or now - self._last_update >= 1 / max(self.refresh_rate, 1):
             self._last_update = now
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, int | str | float]:
+        """Lightning's, without ``v_num``: the run's directory is printed at the end, by name."""
+        metrics = super().get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        return metrics
 
 
 def model_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
@@ -92,7 +99,20 @@ class StopOnNonFiniteLoss(Callback):
 
     Checked before the backward pass, so the optimizer never steps on a non-finite gradient and
     no checkpoint with broken weights is written: the last good ``last.ckpt`` stays as it was.
+    The validation loss is checked too, before the checkpoints of the epoch are written: weights
+    that overflow only on unseen data have diverged just the same.
     """
+
+    def __init__(self, monitor: str = "val/loss") -> None:
+        self.monitor = monitor
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.monitor)
+        if trainer.sanity_checking or value is None or math.isfinite(value):
+            return  # (the value is the same on every process, so all of them raise together)
+        raise NonFiniteLossError(
+            f"{self.monitor} is {value.item()} at epoch {trainer.current_epoch}, step {trainer.global_step}"
+        )
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
         value = loss.item()
@@ -113,6 +133,9 @@ class InterruptCheckpoint(Callback):
     before every batch, so a preempted job stops within one step. Resume with
     ``--ckpt_path last``, which picks the newest of ``last.ckpt`` and ``interrupted.ckpt``.
     (Lightning's ``OnExceptionCheckpoint`` would also turn every ``fit()`` into a resume attempt.)
+    Only a stop during a training epoch is saved: a checkpoint taken during validation lacks the
+    epoch's metrics (early stopping could never resume from it), and one taken during the final
+    test would hold the best epoch's weights; there, the ``last.ckpt`` of the epoch before is kept.
     """
 
     def __init__(self, filename: str = "interrupted.ckpt") -> None:
@@ -138,15 +161,26 @@ class InterruptCheckpoint(Callback):
     ) -> None:
         if self.path is None or not isinstance(exception, KeyboardInterrupt | SIGTERMException):
             return  # a bug or a non-finite loss: nothing worth resuming from was produced
-        trainer.save_checkpoint(self.path)
+        if trainer.training:
+            trainer.save_checkpoint(self.path)
         if trainer.is_global_zero:
-            cause = "Ctrl-C" if isinstance(exception, KeyboardInterrupt) else "SIGTERM"
-            print(
-                f"\n{cause}: stopped at epoch {trainer.current_epoch}, step {trainer.global_step}."
-                f" Saved {self.path}\nResume with: python train.py --ckpt_path {self.path}",
-                file=sys.stderr,
-                flush=True,
-            )
+            print(self.what_to_do(trainer, exception), file=sys.stderr, flush=True)
+
+    def what_to_do(self, trainer: L.Trainer, exception: BaseException) -> str:
+        """What was stopped, what is on disk, and the command that continues the run, as printed."""
+        assert self.path is not None
+        cause = "Ctrl-C" if isinstance(exception, KeyboardInterrupt) else "SIGTERM"
+        where = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
+        config = Path(trainer.log_dir or "") / "config.yaml"
+        run = f"python train.py{f' --config {config}' if config.is_file() else ''} --ckpt_path"
+        last = self.path.with_name("last.ckpt")
+        if trainer.testing:
+            return f"\n{cause}: stopped the final test; training had finished.\nTest with: {run} {last}"
+        if trainer.training:
+            return f"\n{cause}: stopped at {where}. Saved {self.path}\nResume with: {run} {self.path}"
+        if not last.is_file():
+            return f"\n{cause}: stopped during validation at {where}, before any checkpoint; start again"
+        return f"\n{cause}: stopped during validation at {where}; kept {last}\nResume with: {run} {last}"
 
 
 class FinalMetricsInHParams(Callback):
@@ -154,10 +188,12 @@ class FinalMetricsInHParams(Callback):
 
     Lightning logs hyperparameters at the start of a run, when no metric is known yet; this adds
     the best validation score and the test metrics so that runs can be compared side by side.
+    Only TensorBoard has such a tab: other loggers already hold both from the run itself.
     """
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.logger is None:
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)]
+        if not loggers:
             return
         metrics = {
             f"hparams/{name.replace('/', '_')}": float(value)
@@ -174,4 +210,5 @@ class FinalMetricsInHParams(Callback):
         hparams = {
             name: value for name, value in hparams.items() if not name.startswith("_")
         }  # the CLI's own
-        trainer.logger.log_hyperparams(hparams, metrics=metrics)
+        for logger in loggers:
+            logger.log_hyperparams(hparams, metrics=metrics)

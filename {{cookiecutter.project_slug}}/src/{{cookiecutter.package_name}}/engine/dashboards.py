@@ -6,6 +6,7 @@ nothing at all; training steps never do any work for them.
 """
 
 import time
+from argparse import Namespace
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,11 @@ from {{ cookiecutter.package_name }}.engine.drawing import (
 
 
 class TensorBoardLogger(loggers.TensorBoardLogger):
-    """Lightning's TensorBoard logger with the writer's two options spelled out.
+    """Lightning's TensorBoard logger with the writer's two options spelled out, and hyperparameters
+    without the CLI's own keys.
 
     Lightning's passes ``**kwargs`` on to ``SummaryWriter``; the CLI would then read both sources
-    to find the keys it accepts, at every start (about a quarter of ``python train.py --help``).
+    to find the keys it accepts, at every start (measured: 0.15 s of 0.4 s of ``--help``).
     """
 
     def __init__(
@@ -47,6 +49,18 @@ class TensorBoardLogger(loggers.TensorBoardLogger):
             save_dir, name, version, log_graph, default_hp_metric, prefix, sub_dir,
             max_queue=max_queue, flush_secs=flush_secs,
         )  # fmt: skip
+
+    def log_hyperparams(
+        self,
+        params: dict[str, Any] | Namespace,
+        metrics: dict[str, Any] | None = None,
+        step: int | None = None,
+    ) -> None:
+        """Without the keys LightningCLI adds for itself (``_instantiator``, ``_class_path``): they are
+        not choices of the run, and would show in hparams.yaml and the HParams tab as if they were."""
+        given = vars(params) if isinstance(params, Namespace) else params
+        choices = {name: value for name, value in given.items() if not name.startswith("_")}
+        super().log_hyperparams(choices, metrics=metrics, step=step)
 
 
 def tensorboard_logger(trainer: L.Trainer) -> loggers.TensorBoardLogger | None:

@@ -1,7 +1,11 @@
-"""Predictions to a CSV file: ``python train.py --ckpt_path CKPT --predict_path FILE``."""
+"""Predictions to a CSV file: ``python train.py --ckpt_path CKPT --predict_path FILE``.
+
+An existing FILE is refused unless ``--predict_overwrite true`` (checked by the CLI before any work).
+"""
 
 from collections.abc import Sequence
 from csv import writer as csv_writer
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +15,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import SaveConfigCallback
 from torch import Tensor
 from torchmetrics.utilities.distributed import gather_all_tensors
+
+from {{ cookiecutter.package_name }}.engine.checkpoint_io import replacing
 
 COLUMNS = ("index", "prediction", "probability", "label")
 NO_LABEL = -1
@@ -73,19 +79,21 @@ class CsvPredictionWriter(BasePredictionWriter):
         columns = {name: values[order] for name, values in columns.items()}
         names = getattr(trainer.datamodule, "class_names", None)
         class_name = (lambda number: names[number]) if names is not None else (lambda number: number)
-        with self.path.open("w", newline="", encoding="utf-8") as file:
-            writer = csv_writer(file)
-            writer.writerow(COLUMNS)
-            rows = zip(*(columns[name].tolist() for name in COLUMNS), strict=True)
-            for index, predicted, probability, label in rows:
-                writer.writerow(
-                    (
-                        index,
-                        class_name(predicted),
-                        f"{probability:.6f}",
-                        "" if label == NO_LABEL else class_name(label),
-                    )
+        text = StringIO(newline="")
+        writer = csv_writer(text)
+        writer.writerow(COLUMNS)
+        rows = zip(*(columns[name].tolist() for name in COLUMNS), strict=True)
+        for index, predicted, probability, label in rows:
+            writer.writerow(
+                (
+                    index,
+                    class_name(predicted),
+                    f"{probability:.6f}",
+                    "" if label == NO_LABEL else class_name(label),
                 )
+            )
+        with replacing(self.path) as file:  # a file replaced with --predict_overwrite is never half-written
+            file.write(text.getvalue().encode("utf-8"))
         labelled = columns["label"] != NO_LABEL
         self.rows, self.labelled = len(order), int(labelled.sum())
         self.correct = int((columns["prediction"] == columns["label"])[labelled].sum())
@@ -112,3 +120,24 @@ def predict_to_csv(
     trainer.loggers = []
     trainer.predict(model, datamodule=datamodule, return_predictions=False)
     return writer
+
+
+def evaluate_checkpoint(
+    trainer: L.Trainer,
+    model_class: type[L.LightningModule],
+    ckpt_path: str,
+    datamodule: L.LightningDataModule,
+    split: str,
+) -> dict[str, Tensor]:
+    """Validates or tests the model that the checkpoint describes (``split``: ``val`` or ``test``) on
+    the config's data, and returns the metrics. Like predicting, it writes nothing: no logs, no run
+    directory, no summary files; the numbers are printed."""
+    from {{ cookiecutter.package_name }}.engine.run_files import RunFiles  # (it imports matplotlib lazily)
+
+    model = model_class.load_from_checkpoint(ckpt_path, map_location="cpu")
+    writes = (SaveConfigCallback, RunFiles)
+    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, writes)]
+    trainer.loggers = []
+    evaluate = trainer.validate if split == "val" else trainer.test
+    evaluate(model, datamodule=datamodule, verbose=False)
+    return dict(trainer.callback_metrics)

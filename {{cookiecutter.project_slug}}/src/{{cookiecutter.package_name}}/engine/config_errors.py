@@ -1,0 +1,86 @@
+"""Which errors are the config's, and how to name where they are: the key, or the file and line."""
+
+import re
+import sys
+from collections.abc import Sequence
+from itertools import pairwise
+from pathlib import Path
+from typing import NoReturn
+
+import yaml
+from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch.cli import LightningArgumentParser
+
+from {{ cookiecutter.package_name }}.module import Classifier
+
+
+def yaml_error(args: Sequence[str]) -> str | None:
+    """``FILE:LINE: problem`` for the first ``--config`` file that is not valid YAML.
+
+    jsonargparse reports the problem without the file or line, as if the YAML were a string.
+    """
+    paths = [value for flag, value in pairwise(args) if flag == "--config"]
+    paths += [arg.removeprefix("--config=") for arg in args if arg.startswith("--config=")]
+    for path in filter(Path.is_file, map(Path, paths)):
+        try:
+            yaml.safe_load(path.read_text())
+        except yaml.MarkedYAMLError as error:
+            mark = error.problem_mark or error.context_mark
+            line = f":{mark.line + 1}" if mark is not None else ""
+            return f"{path}{line}: {error.problem or error.context}"
+    return None
+
+
+def names_a_setting(error: Exception) -> bool:
+    """Whether an error raised while building the classes is about a value of the config.
+
+    The rule: Lightning's ``MisconfigurationException`` is its own validation of its arguments, and
+    a constructor that validates its arguments names the key (``data.batch_size must be ...``).
+    Any other error is a bug in the code being built (a typo in a network) and keeps its traceback.
+    """
+    names_a_key = re.search(r"\b(model|data|trainer)\.\w", str(error)) is not None
+    return isinstance(error, MisconfigurationException) or names_a_key
+
+
+def check_optimizer(model: Classifier) -> None:
+    """Builds the optimizer once, so that a value it rejects (``lr: -1``) stops before any work."""
+    try:
+        model.make_optimizer(model.parameters())
+    except ValueError as error:
+        raise ValueError(f"model.optimizer: {error}") from error
+
+
+def concise(message: str) -> str:
+    """One line out of jsonargparse's multi-line report: the full key, then the first real reason.
+
+    A failed match against ``Optional[...]`` or a class path lists every alternative it tried;
+    the reader needs the key and what was wrong with the value, not the list.
+    """
+    lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    reasons = [
+        line.removeprefix("- ")
+        for line in lines
+        if not line.startswith(("Parser key", "Does not validate", "Subtypes:", "Errors:", "Given value"))
+        and "NoneType" not in line
+        and not line.removeprefix("- ").startswith("Problem with given class_path")
+    ]
+    given = next((line for line in lines if line.startswith("Given value:")), None)
+    reason = reasons[0] if reasons else lines[-1]
+    literals = re.findall(r"Literal\[([^]]*)]", message)
+    choices = [value for literal in literals for value in literal.split(", ")]
+    if choices:  # a union of choices (e.g. trainer.precision): the choices, not the first type tried
+        reason = f"Expected one of {', '.join(dict.fromkeys(choices))}"
+    if given and reason.startswith("Expected") and "value" not in reason:
+        reason = f"{reason} ({given[0].lower()}{given[1:]})"
+    return f"{'.'.join(keys)}: {reason}" if keys else reason
+
+
+class ConciseErrorParser(LightningArgumentParser):
+    """Reports a bad key or value in one line instead of the usage text and a nested report."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:
+            super().error(message, ex)
+        sys.stderr.write(f"error: {concise(message)}\n(for every key and its type: {self.prog} --help)\n")
+        raise SystemExit(2)

@@ -1,0 +1,53 @@
+"""What a run prints: the hardware line, the model summary, the progress bar and the results.
+
+Lightning's start-up chatter (device availability, an advertisement, a note that the model
+summary callback is already configured) and warnings about code outside this project that a user
+cannot act on are left out; everything else Lightning says still shows.
+"""
+
+import logging
+import warnings
+from collections.abc import Mapping
+
+from torch import Tensor
+
+CHATTER = (
+    "GPU available:",
+    "TPU available:",
+    "HPU available:",
+    "💡 Tip:",
+    "Trainer already configured with model summary callbacks",
+)
+"""Start-up lines of Lightning's that say nothing the hardware line does not say better."""
+
+IGNORED_WARNINGS = (
+    # Raised inside torch's own tracing (the TensorBoard graph, export) by newer torch versions.
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    # Raised inside Lightning's all_gather by newer torch versions.
+    r"torch\.distributed\.nn\.functional\.all_gather is deprecated",
+    # cli.main hands LightningCLI the command line without its subcommand, on purpose.
+    r"LightningCLI's args parameter is intended to run from within Python",
+)
+
+
+class DropChatter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(CHATTER)
+
+
+def quiet_start_up() -> None:
+    """Installs the filters; calling it again adds nothing (tune.py runs many trials in one process)."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(existing, DropChatter) for existing in logger.filters):
+            logger.addFilter(DropChatter())
+    for message in IGNORED_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+
+
+def results_line(stage: str, metrics: Mapping[str, Tensor | float]) -> str:
+    """``Test: acc 0.9815  f1 0.9811  loss 0.0712``: the stage's metrics at 4 significant digits."""
+    prefix = f"{stage}/"
+    values = {name.removeprefix(prefix): float(v) for name, v in metrics.items() if name.startswith(prefix)}
+    shown = "  ".join(f"{name} {value:.4g}" for name, value in sorted(values.items()))
+    return f"{stage.capitalize()}: {shown}"

@@ -1,0 +1,172 @@
+"""Which run a command acts on: the checkpoint that ``last`` means, the run directory a run writes
+to, and whether a checkpoint fits the config it is resumed or predicted with.
+
+A run lives in ``default_root_dir/<logger name>/version_N``: its ``config.yaml``, its logs and its
+``checkpoints/``. A resumed run writes on into the directory of its checkpoint, so that its curves,
+its best checkpoint and early stopping cover the whole run.
+"""
+
+import os
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from jsonargparse import Namespace
+
+RUN_PREFIX = "version_"
+RESUMABLE = ("last.ckpt", "interrupted.ckpt")
+
+# Settings that change how fast a run goes, not what it computes: they may differ on resume.
+SPEED_ONLY = {"model.compile", "data.num_workers", "data.persistent_workers"}
+# What a checkpoint's learning-rate schedule was planned for: the run's total optimizer steps.
+HORIZON = ("max_epochs", "max_steps", "limit_train_batches", "accumulate_grad_batches")
+
+# A resumed run writes on into its own ``checkpoints/``: expected, not worth Lightning's warning.
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+
+
+def experiment_dir(trainer: Namespace) -> Path:
+    """Where the runs of this config's experiment live: ``default_root_dir/<logger name>``."""
+    root = Path(trainer.default_root_dir)
+    logger = trainer.get("logger")
+    if isinstance(logger, Namespace):
+        return root / (logger.get("init_args", Namespace()).get("name") or "")
+    return root / "lightning_logs" if logger in (True, None) else root  # Lightning's own defaults
+
+
+def find_last(experiment: Path) -> Path | None:
+    """The newest ``last.ckpt`` or ``interrupted.ckpt`` of this experiment's runs.
+
+    Only ``version_*/checkpoints`` right under the experiment (or its own ``checkpoints/``, when
+    runs have no logger): another experiment or a tune trial nested below is never picked.
+    """
+    candidates = [
+        path
+        for name in RESUMABLE
+        for pattern in (f"{RUN_PREFIX}*/checkpoints/{name}", f"checkpoints/{name}")
+        for path in experiment.glob(pattern)
+    ]
+    return max(candidates, key=lambda path: path.stat().st_mtime, default=None)
+
+
+def run_of(checkpoint: Path, experiment: Path) -> int | None:
+    """The version of the run the checkpoint belongs to, if that run is one of this experiment's."""
+    run_dir = checkpoint.resolve().parent.parent
+    number = run_dir.name.removeprefix(RUN_PREFIX)
+    if run_dir.parent != experiment.resolve() or not run_dir.name.startswith(RUN_PREFIX):
+        return None
+    return int(number) if number.isdigit() else None
+
+
+def claim_run(experiment: Path) -> int:
+    """Creates the next free ``version_N`` and returns N.
+
+    ``os.mkdir`` fails for all but one of several processes that create the same directory, so
+    runs started at the same moment get distinct directories (listing, then creating, would not).
+    """
+    experiment.mkdir(parents=True, exist_ok=True)
+    taken = (path.name.removeprefix(RUN_PREFIX) for path in experiment.glob(f"{RUN_PREFIX}*"))
+    version = max((int(number) for number in taken if number.isdigit()), default=-1) + 1
+    while True:
+        try:
+            os.mkdir(experiment / f"{RUN_PREFIX}{version}")
+            return version
+        except FileExistsError:
+            version += 1
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint's entries; memory-mapped, so that its weights are not read."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+
+
+def flatten(values: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, Any]]:
+    for name, value in values.items():
+        if name == "_instantiator":  # how Lightning rebuilds the object, not a setting
+            continue
+        key = f"{prefix}.{name.removeprefix('_')}"
+        if isinstance(value, Mapping):
+            yield from flatten(value, key)
+        else:
+            yield key, list(value) if isinstance(value, tuple) else value
+
+
+def differing_settings(
+    checkpoint: Mapping[str, Any], model: Mapping[str, Any], data: Mapping[str, Any], predicting: bool
+) -> list[str]:
+    """``key (checkpoint A, config B)`` for each model and data setting where the two differ.
+
+    Training compares everything: the network must match the weights, and the restored optimizer
+    and schedule states would silently override a changed learning rate or horizon. Predicting
+    rebuilds the model from the checkpoint (as export does), so only the data must match: its
+    splits decide which samples are predicted.
+    """
+    saved = dict(flatten(checkpoint.get("hyper_parameters", {}), "model"))
+    saved |= dict(flatten(checkpoint.get("datamodule_hyper_parameters", {}), "data"))
+    given = dict(flatten(model, "model")) | dict(flatten(data, "data"))
+    ignored = SPEED_ONLY | ({"model", "data.batch_size"} if predicting else set())
+    return [
+        f"{key} (checkpoint {saved.get(key)!r}, config {given.get(key)!r})"
+        for key in sorted(saved.keys() | given.keys())
+        if saved.get(key) != given.get(key) and not any(key == i or key.startswith(f"{i}.") for i in ignored)
+    ]
+
+
+def changed_horizon(checkpoint_path: Path, trainer: Namespace) -> list[str]:
+    """``trainer.KEY (checkpoint A, config B)`` for each setting that would move the end of the
+    checkpoint's learning-rate schedule, read from the ``config.yaml`` its run saved (none: [])."""
+    saved_config = checkpoint_path.parent.parent / "config.yaml"
+    if not saved_config.is_file():
+        return []
+    saved = yaml.safe_load(saved_config.read_text()).get("trainer", {})
+    return [
+        f"trainer.{key} (checkpoint {saved.get(key)!r}, config {trainer.get(key)!r})"
+        for key in HORIZON
+        if saved.get(key) != trainer.get(key)
+    ]
+
+
+def checkpoint_misfit(
+    path: Path, config: Namespace, model: L.LightningModule, data: L.LightningDataModule, evaluating: bool
+) -> str | None:
+    """The one-line refusal of a checkpoint whose settings differ from the config, or None.
+
+    Its weights would not fit the network, or its restored optimizer and schedule states would
+    silently override the config's values (a learning rate, the schedule's horizon). Evaluating
+    (validate, test, predict) rebuilds the model from the checkpoint, so only the data must match.
+    """
+    if path.is_dir():  # FSDP's sharded checkpoint: Lightning checks it as it loads
+        return None
+    checkpoint = load_checkpoint(path)
+    predicting = evaluating  # the model comes from the checkpoint: only the data must match
+    differing = differing_settings(checkpoint, model.hparams, data.hparams, predicting)
+    if differing:
+        return (
+            f"ckpt_path: {path} was made with other settings: {'; '.join(differing)}. Give its run's"
+            f" settings (--config {path.parent.parent / 'config.yaml'}), or start a new run"
+        )
+    scheduled = checkpoint.get("lr_schedulers") and not predicting
+    changed = changed_horizon(path, config.trainer) if scheduled else []
+    if changed:
+        return (
+            f"ckpt_path: the learning-rate schedule of {path} ends where its run was planned to;"
+            f" {'; '.join(changed)}. To train longer, start a new run (with --model.scheduler null"
+            " if it may be extended later)"
+        )
+    return None
+
+
+def fix_run_dir(trainer: L.Trainer, ckpt_path: str | None) -> None:
+    """Fixes the logger's ``version_N`` before any work: the checkpoint's own run when resuming one
+    of this experiment's, else a new directory, claimed so that concurrent starts differ."""
+    logger = trainer.logger
+    if getattr(logger, "_version", 0) is not None or not trainer.is_global_zero:
+        return  # no logger, fast_dev_run's, a version the config sets, or DDP's other processes
+    experiment = Path(logger.root_dir)
+    resumed = run_of(Path(ckpt_path), experiment) if ckpt_path else None
+    # Lightning reads the version lazily, first when the run starts.
+    logger._version = claim_run(experiment) if resumed is None else resumed

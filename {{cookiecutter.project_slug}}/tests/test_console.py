@@ -1,0 +1,32 @@
+"""What `python train.py` prints: the hardware line, the summary, the bar and the results; no chatter."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from {{ cookiecutter.package_name }}.engine.console import CHATTER
+
+from conftest import PROJECT_ROOT
+
+
+def test_a_run_prints_what_matters_and_nothing_the_template_can_prevent(tmp_path: Path) -> None:
+    command = [
+        sys.executable, "train.py", "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "2",
+        "--trainer.limit_train_batches", "10", "--trainer.limit_val_batches", "2",  # 10: log_every_n_steps
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"}
+    done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    console = done.stdout + done.stderr
+    assert console.count("Hardware:") == 1
+    assert not [line for line in console.splitlines() if line.strip().startswith(CHATTER)]
+    for noise in ("LeafSpec", "site-packages", "v_num", "sync_dist", "Warning"):
+        assert noise not in console, noise
+    test_line = next(line for line in done.stdout.splitlines() if line.startswith("Test: "))
+    values = re.fullmatch(r"Test: acc (\S+)  f1 (\S+)  loss (\S+)", test_line)
+    assert values, test_line
+    significant = [value.replace(".", "").lstrip("0") for value in values.groups()]
+    assert all(0 < len(digits) <= 4 for digits in significant), test_line  # 4 significant digits
+    assert "Logs: " in done.stdout and "Best checkpoint: " in done.stdout

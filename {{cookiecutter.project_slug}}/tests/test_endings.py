@@ -1,0 +1,133 @@
+"""Every way a run ends leaves something usable: a checkpoint that resumes with the printed command,
+or a one-line refusal before any work that says what to do instead."""
+
+import shlex
+from pathlib import Path
+
+import pytest
+import torch
+
+from {{ cookiecutter.package_name }}.engine.run_identity import find_last
+from {{ cookiecutter.package_name }}.module import Classifier
+
+from conftest import CONSTANT_LR, TINY_RUN, train
+
+TINY = (
+    "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
+    "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *TINY_RUN,
+)  # fmt: skip
+
+
+def follow(hint: str, root: Path) -> object:
+    """Runs the ``python train.py ...`` command that a message printed, as printed."""
+    command = shlex.split(hint.split(": ", 1)[1])
+    assert command[:2] == ["python", "train.py"]
+    return train(root, *command[2:])
+
+
+def hint(err: str, prefix: str) -> str:
+    return next(line for line in err.splitlines() if line.startswith(prefix))
+
+
+def test_the_resume_hint_works_as_printed_for_an_experiment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    training_step = Classifier.training_step
+
+    def interrupted(self: Classifier, batch: object, batch_idx: int) -> torch.Tensor:
+        if self.global_step == 3:
+            raise KeyboardInterrupt
+        return training_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(Classifier, "training_step", interrupted)
+    experiment = ("--trainer.logger.init_args.name", "narrow", "--model.net.width", "8")
+    with pytest.raises(SystemExit):
+        train(tmp_path, "--trainer.max_epochs", "2", *experiment, *TINY)
+    monkeypatch.undo()
+    resumed = follow(hint(capsys.readouterr().err, "Resume with: "), tmp_path)
+    assert resumed.config.ckpt_path.endswith("narrow/version_0/checkpoints/interrupted.ckpt")
+    assert resumed.trainer.state.finished and resumed.trainer.global_step == 4
+
+
+def stop_during_validation(epoch: int, cause: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    validation_step = Classifier.validation_step
+
+    def stopped(self: Classifier, batch: object, batch_idx: int) -> torch.Tensor:
+        if self.current_epoch == epoch and not self.trainer.sanity_checking:
+            if cause == "Ctrl-C":
+                raise KeyboardInterrupt
+            self.trainer._signal_connector.received_sigterm = True  # what Lightning's handler sets
+        return validation_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(Classifier, "validation_step", stopped)
+
+
+@pytest.mark.parametrize("cause", ["Ctrl-C", "SIGTERM"])
+def test_a_stop_during_validation_resumes_from_the_epoch_before(
+    cause: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    stop_during_validation(1, cause, monkeypatch)
+    with pytest.raises(SystemExit) as exit_info:
+        train(tmp_path, "--trainer.max_epochs", "3", *CONSTANT_LR, *TINY)
+    monkeypatch.undo()
+    assert exit_info.value.code == (1 if cause == "Ctrl-C" else 143)
+    checkpoints = tmp_path / "version_0" / "checkpoints"
+    assert not (checkpoints / "interrupted.ckpt").exists()
+    err = capsys.readouterr().err
+    assert f"{cause}: stopped during validation at epoch 1, step 4; kept {checkpoints / 'last.ckpt'}" in err
+    # The printed command finishes the run, from the checkpoint that the documented `last` picks.
+    assert find_last(tmp_path) == checkpoints / "last.ckpt"
+    resumed = follow(hint(err, "Resume with: "), tmp_path)
+    assert resumed.trainer.state.finished and resumed.trainer.global_step == 6
+
+
+def test_ctrl_c_during_the_final_test_keeps_the_finished_run_and_says_how_to_test_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    def interrupted(self: Classifier, batch: object, batch_idx: int) -> torch.Tensor:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Classifier, "test_step", interrupted)
+    with pytest.raises(SystemExit):
+        train(tmp_path, "--trainer.max_epochs", "2", *TINY)
+    monkeypatch.undo()
+    assert not (tmp_path / "version_0" / "checkpoints" / "interrupted.ckpt").exists()
+    err = capsys.readouterr().err
+    assert "stopped the final test; training had finished" in err and "Resume with" not in err
+    tested = follow(hint(err, "Test with: "), tmp_path)
+    assert tested.trainer.global_step == 4 and "test/acc" in tested.trainer.callback_metrics
+
+
+@pytest.mark.parametrize("schedule", ["default", "torch.optim.lr_scheduler.CosineAnnealingLR"])
+def test_extending_a_run_past_its_schedule_is_refused_before_any_work(
+    schedule: str, tmp_path: Path, capsys
+) -> None:
+    scheduler = () if schedule == "default" else ("--model.scheduler", schedule)
+    train(tmp_path, "--trainer.max_epochs", "2", *scheduler, *TINY)
+    capsys.readouterr()
+    written = sorted(tmp_path.rglob("*"))
+    with pytest.raises(SystemExit) as exit_info:
+        train(tmp_path, "--trainer.max_epochs", "4", "--ckpt_path", "last", *scheduler, *TINY)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "trainer.max_epochs (checkpoint 2, config 4)" in err and "--model.scheduler null" in err
+    assert len(err.strip().splitlines()) == 2 and sorted(tmp_path.rglob("*")) == written
+
+
+def test_a_loss_that_overflows_only_in_validation_stops_without_saving_the_weights(
+    tmp_path: Path, capsys
+) -> None:
+    args = ("--model.optimizer.lr", "1e30", "--trainer.limit_train_batches", "1")
+    with pytest.raises(SystemExit) as exit_info:
+        train(tmp_path, "--trainer.max_epochs", "2", *TINY, *args)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "val/loss is " in err and "at epoch 0, step 1" in err and "no checkpoint had been written" in err
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_zero_epochs_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        train(tmp_path, "--trainer.max_epochs", "0", *TINY)
+    assert exit_info.value.code == 2
+    assert "trainer.max_epochs" in capsys.readouterr().err and not any(tmp_path.iterdir())
