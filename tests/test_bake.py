@@ -30,6 +30,7 @@ EXPECTED_FILES = {
     "src/{pkg}/engine/__init__.py", "src/{pkg}/engine/callbacks.py", "src/{pkg}/engine/cli.py",
     "src/{pkg}/engine/checkpoint_io.py", "src/{pkg}/engine/console.py", "src/{pkg}/engine/run_files.py",
     "src/{pkg}/engine/run_identity.py", "src/{pkg}/engine/config_errors.py", "src/{pkg}/engine/short_help.py",
+    "src/{pkg}/engine/train_cli.py",
     "src/{pkg}/engine/dashboards.py", "src/{pkg}/engine/datamodule.py", "src/{pkg}/engine/distributed.py",
     "src/{pkg}/engine/drawing.py", "src/{pkg}/engine/export.py", "src/{pkg}/engine/hardware.py",
     "src/{pkg}/engine/predict.py", "src/{pkg}/engine/schedules.py", "src/{pkg}/engine/search_space.py",

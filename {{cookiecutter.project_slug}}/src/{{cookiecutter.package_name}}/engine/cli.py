@@ -1,32 +1,23 @@
 """The command line: ``configs/default.yaml``, then any ``--config`` files, then ``--key value`` flags.
 
-Built on LightningCLI, so every argument of the DataModule, the model and the Trainer is a config
-key and a flag; ``--help`` lists them and ``--print_config`` shows the resolved result.
+Built on LightningCLI (``train_cli.TrainCLI``), so every argument of the DataModule, the model and
+the Trainer is a config key and a flag; ``--help`` shows the project's keys and ``--print_config``
+the resolved result. ``main`` runs what the command asks for and turns every way it can end into a
+message and an exit status.
 """
 
 import contextlib
-import importlib
 import io
 import shutil
 import sys
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
-from typing import Any
 
 import lightning as L
 import yaml
-from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import (
-    Callback,
-    EarlyStopping,
-    LearningRateMonitor,
-    ModelSummary,
-    ProgressBar,
-)
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from {{ cookiecutter.package_name }}.engine.callbacks import (
@@ -36,181 +27,20 @@ from {{ cookiecutter.package_name }}.engine.callbacks import (
     StopOnNonFiniteLoss,
     model_checkpoint,
 )
-from {{ cookiecutter.package_name }}.engine.checkpoint_io import AtomicCheckpointIO, checkpoint_problem
-from {{ cookiecutter.package_name }}.engine.config_errors import (
-    ConciseErrorParser,
-    check_optimizer,
-    names_a_setting,
-    yaml_error,
-)
+from {{ cookiecutter.package_name }}.engine.checkpoint_io import AtomicCheckpointIO
+from {{ cookiecutter.package_name }}.engine.config_errors import ConciseErrorParser
 from {{ cookiecutter.package_name }}.engine.console import quiet_start_up, results_line
-from {{ cookiecutter.package_name }}.engine.datamodule import SeededDataModule
 from {{ cookiecutter.package_name }}.engine.distributed import (
     end_process_group,
-    launches_this_command_again,
-    set_collective_timeout,
     stop_started_processes,
     timed_out_collective,
 )
-from {{ cookiecutter.package_name }}.engine.hardware import auto_precision, enable_tf32_if_supported
 from {{ cookiecutter.package_name }}.engine.predict import evaluate_checkpoint, predict_to_csv
-from {{ cookiecutter.package_name }}.engine.run_identity import (
-    checkpoint_misfit,
-    experiment_dir,
-    find_last,
-    fix_run_dir,
-)
 from {{ cookiecutter.package_name }}.engine.short_help import short_help
-from {{ cookiecutter.package_name }}.engine.sizes import DATA_SIZES, drop_sizes_not_taken, size_from_data
+from {{ cookiecutter.package_name }}.engine.train_cli import COMMANDS, TrainCLI
 from {{ cookiecutter.package_name }}.module import Classifier
 
-
-def class_of(component: Namespace) -> type:
-    """The class that a ``class_path`` entry of the config names."""
-    module, _, name = component.class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
-
-
-COMMANDS = ("fit", "validate", "test", "predict")
-"""Lightning's subcommands; without one, ``train.py`` fits and then tests the best checkpoint."""
-
-
-class TrainCLI(LightningCLI):
-    def __init__(
-        self, *args: Any, in_process: bool = False, command: str | None = None, **kwargs: Any
-    ) -> None:
-        self.in_process = in_process  # called with `args` (tests, tune.py), not as `python train.py`
-        self.command = command
-        super().__init__(*args, **kwargs)
-
-    @property
-    def evaluating(self) -> bool:
-        """Validate, test or predict with a checkpoint: nothing is trained, nothing is logged."""
-        return self.command in ("validate", "test", "predict") or self.config.predict_path is not None
-
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument(
-            "--ckpt_path",
-            type=str | None,
-            default=None,
-            help="Checkpoint to resume from: a file path, or 'last' for the newest last.ckpt or"
-            " interrupted.ckpt of this experiment's runs (default_root_dir/<logger name>/version_*).",
-        )
-        parser.add_argument(
-            "--predict_path",
-            type=str | None,
-            default=None,
-            help="Instead of training: predict the DataModule's predict split with the --ckpt_path"
-            " checkpoint and write a CSV file here (index, prediction, probability, label).",
-        )
-        parser.add_argument(
-            "--predict_overwrite",
-            type=bool,
-            default=False,
-            help="Replace an existing --predict_path file instead of refusing to run.",
-        )
-        # One directory for everything a run writes: --trainer.default_root_dir moves the logs too.
-        parser.link_arguments("trainer.default_root_dir", "trainer.logger.init_args.save_dir")
-        parser.add_argument(
-            "--collective_timeout",
-            type=int | None,
-            default=None,
-            help="Seconds that several processes wait for each other in one collective (all-reduce,"
-            " all-gather, barrier) before the run stops with an error naming it; null: 300 on CPU,"
-            " 1800 on GPUs.",
-        )
-        # Sizes that depend on the data are read from the DataModule, never typed twice.
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate")
-        net_class = partial(lambda cli: class_of(cli.config.model.net), self)  # known once parsed
-        for size in DATA_SIZES:
-            compute = partial(size_from_data, size, net_class)
-            parser.link_arguments(
-                "data", f"model.net.init_args.{size}", compute_fn=compute, apply_on="instantiate"
-            )
-
-    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        error = yaml_error(sys.argv[1:] if args is None else args) if isinstance(args, list | None) else None
-        if error is not None:
-            parser.error(f"config: {error}")
-        super().parse_arguments(parser, args)
-
-    def before_instantiate_classes(self) -> None:
-        trainer = self.config.trainer
-        ckpt_path = self.config.ckpt_path
-        predict_path = self.config.predict_path
-        if predict_path is not None and ckpt_path is None:
-            self.parser.error("predict_path: needs --ckpt_path, the checkpoint to predict with (or 'last')")
-        if predict_path is not None and Path(predict_path).is_dir():
-            self.parser.error(f"predict_path: '{predict_path}' is a directory; name the CSV file to write")
-        if self.command == "predict" and predict_path is None:
-            self.parser.error("predict_path: predict writes its predictions to a CSV file; name it")
-        if self.command in ("validate", "test") and ckpt_path is None:
-            self.parser.error(f"ckpt_path: {self.command} evaluates a checkpoint; give its path, or 'last'")
-        if not self.evaluating and 0 in (trainer.max_epochs, trainer.max_steps):
-            self.parser.error("trainer.max_epochs: 0 would test an untrained model; train at least 1 epoch")
-        if ckpt_path == "last":
-            experiment = experiment_dir(trainer)
-            newest = find_last(experiment)
-            if newest is None:
-                self.parser.error(f"ckpt_path: 'last' found no last.ckpt or interrupted.ckpt in {experiment}")
-            self.config.ckpt_path = str(newest)
-        elif ckpt_path is not None and not Path(ckpt_path).exists():  # (FSDP saves folders)
-            self.parser.error(f"ckpt_path: no checkpoint file at '{ckpt_path}'")
-        overwrite, evaluating = self.config.predict_overwrite, self.evaluating
-        if problem := checkpoint_problem(self.config.ckpt_path, predict_path, overwrite, evaluating):
-            self.parser.error(problem)
-        # The flags switch off the Rich progress bar and summary of the default config, as they
-        # would Lightning's own, instead of clashing with them.
-        switched_off = tuple(
-            kind
-            for flag, kind in (("enable_progress_bar", ProgressBar), ("enable_model_summary", ModelSummary))
-            if trainer.get(flag) is False
-        )
-        if trainer.get("overfit_batches"):  # validation sees the training batches: nothing to stop on
-            switched_off += (EarlyStopping,)
-        if trainer.get("logger") is False:  # nothing to log the learning rate to
-            switched_off += (LearningRateMonitor,)
-        if switched_off and trainer.callbacks:
-            trainer.callbacks = [c for c in trainer.callbacks if not issubclass(class_of(c), switched_off)]
-        if trainer.precision is None:
-            trainer.precision = auto_precision(trainer.accelerator)
-        self.tf32 = enable_tf32_if_supported(trainer.accelerator)
-
-    def instantiate_classes(self) -> None:
-        """Turns a value that a constructor rejects into the same one-line error as a parse error."""
-        try:
-            super().instantiate_classes()
-            check_optimizer(self.model)
-        except (ValueError, TypeError, MisconfigurationException) as error:
-            if not names_a_setting(error):
-                raise  # a bug in the code being built keeps its traceback (the rule: names_a_setting)
-            self.parser.error(str(error))
-        net_class = class_of(self.config.model.net)
-        drop_sizes_not_taken(net_class, self.config.model.net.init_args)  # the config.yaml of the run
-        drop_sizes_not_taken(net_class, self.model.hparams["net"]["init_args"])  # the checkpoints
-        if self.config.ckpt_path is not None:
-            checkpoint = Path(self.config.ckpt_path)
-            misfit = checkpoint_misfit(checkpoint, self.config, self.model, self.datamodule, self.evaluating)
-            if misfit is not None:
-                self.parser.error(misfit)
-        if not isinstance(self.datamodule, SeededDataModule):
-            rank_zero_warn(
-                f"{type(self.datamodule).__name__} is not a SeededDataModule: its DataLoader workers are not"
-                " seeded per (seed, epoch), and a resumed run does not continue its data order exactly",
-            )
-        if self.in_process and launches_this_command_again(self.trainer):
-            self.parser.error(
-                f"trainer.devices: {self.trainer.num_devices} processes would run this program's command"
-                " line again, which an in-process call (a test, tune.py) does not hold; use one device"
-                " (--trainer.devices 1) or run python train.py"
-            )
-        set_collective_timeout(self.trainer, self.config.collective_timeout)
-        if not self.evaluating:  # last: once nothing can stop the run before it starts
-            try:
-                fix_run_dir(self.trainer, self.config.ckpt_path)
-            except OSError as error:
-                self.parser.error(f"trainer.default_root_dir: cannot create a run directory in it ({error})")
+__all__ = ["COMMANDS", "TrainCLI", "main"]
 
 
 def discard_unstarted_run(trainer: L.Trainer) -> None:
