@@ -30,3 +30,16 @@ def test_a_run_prints_what_matters_and_nothing_the_template_can_prevent(tmp_path
     significant = [value.replace(".", "").lstrip("0") for value in values.groups()]
     assert all(0 < len(digits) <= 4 for digits in significant), test_line  # 4 significant digits
     assert "Logs: " in done.stdout and "Best checkpoint: " in done.stdout
+
+
+def test_too_many_workers_are_named_once_with_the_key(tmp_path: Path) -> None:
+    workers = str((os.cpu_count() or 1) + 2)
+    command = [
+        sys.executable, "train.py", "fit", "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "10", "--trainer.limit_val_batches", "1",
+        "--data.num_workers", workers,
+    ]  # fmt: skip
+    done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count(f"data.num_workers: {workers} workers") == 1
+    assert "This DataLoader will create" not in done.stderr

@@ -20,6 +20,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -79,6 +80,13 @@ class SeededDataModule(L.LightningDataModule):
         self.persistent_workers = persistent_workers
         if num_workers == 0:  # Lightning's advice to add workers is meant for data read from disk
             warnings.filterwarnings("ignore", message=r"The '\w+_dataloader' does not have many workers")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if num_workers > cores:  # said once here, not by torch for every loader it builds
+            warnings.filterwarnings("ignore", message=r"This DataLoader will create \d+ worker processes")
+            rank_zero_warn(
+                f"data.num_workers: {num_workers} workers on {cores} cores compete with training for them;"
+                f" {cores} or fewer usually load as fast"
+            )
         self.first_epoch = 0  # of this process's training; set from the checkpoint on resume
         self.splits: dict[str, Dataset] = {}
 
