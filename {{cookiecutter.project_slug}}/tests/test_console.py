@@ -36,8 +36,8 @@ def test_too_many_workers_are_named_once_with_the_key(tmp_path: Path) -> None:
     workers = str((os.cpu_count() or 1) + 2)
     command = [
         sys.executable, "train.py", "fit", "--trainer.default_root_dir", str(tmp_path),
-        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "10", "--trainer.limit_val_batches", "1",
-        "--data.num_workers", workers,
+        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "10",
+        "--trainer.limit_val_batches", "1", "--data.num_workers", workers,
     ]  # fmt: skip
     done = subprocess.run(command, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
