@@ -5,7 +5,10 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
+from {{ cookiecutter.package_name }}.engine import callbacks
+from {{ cookiecutter.package_name }}.engine.callbacks import RichProgressBar
 from {{ cookiecutter.package_name }}.engine.console import CHATTER
 
 from conftest import PROJECT_ROOT
@@ -43,3 +46,14 @@ def test_too_many_workers_are_named_once_with_the_key(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count(f"data.num_workers: {workers} workers") == 1
     assert "This DataLoader will create" not in done.stderr
+
+
+def test_the_bar_shows_the_runs_time_and_what_is_left(monkeypatch) -> None:
+    bar = RichProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=10)  # type: ignore[assignment]
+    clock = iter([100.0, 100.0, 160.0])
+    monkeypatch.setattr(callbacks.time, "monotonic", lambda: next(clock))
+    bar.on_train_start(SimpleNamespace(current_epoch=0, is_global_zero=False), None)  # type: ignore[arg-type]
+    assert bar._get_train_description(0).endswith("· 0:00 run")  # no pace yet
+    # Two epochs took 60 s: the 8 left should take 4 minutes.
+    assert bar._get_train_description(2) == "Epoch 2/9 · 1:00 run, ~4:00 left"

@@ -18,7 +18,8 @@ from torch import Tensor
 
 
 class RichProgressBar(LightningRichProgressBar):
-    """Lightning's Rich progress bar, fed at most ``refresh_rate`` times a second.
+    """Lightning's Rich progress bar, fed at most ``refresh_rate`` times a second, with the time the
+    whole run has taken and about how long it has left next to the epoch number.
 
     Lightning's own reads every progress-bar metric back from the device after each training
     batch (a GPU synchronisation per step, and for a small model a few percent of the step time),
@@ -28,6 +29,22 @@ class RichProgressBar(LightningRichProgressBar):
     def __init__(self, refresh_rate: int = 1, leave: bool = False) -> None:
         super().__init__(refresh_rate=refresh_rate, leave=leave)
         self._last_update = -math.inf
+        self._run_start = time.monotonic()
+        self._first_epoch = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._run_start, self._first_epoch = time.monotonic(), trainer.current_epoch
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        """``Epoch 3/19 · 0:42 run, ~3:10 left``: Lightning's description (a private hook of its bar),
+        then the run's elapsed time and, from the second epoch on, the remaining epochs at its pace."""
+        elapsed = time.monotonic() - self._run_start
+        description = f"{super()._get_train_description(current_epoch).rstrip()} · {clock(elapsed)} run"
+        done, max_epochs = current_epoch - self._first_epoch, self.trainer.max_epochs
+        if done > 0 and max_epochs is not None and max_epochs > 0:
+            description += f", ~{clock(elapsed / done * (max_epochs - current_epoch))} left"
+        return description
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -43,6 +60,13 @@ class RichProgressBar(LightningRichProgressBar):
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
         return metrics
+
+
+def clock(seconds: float) -> str:
+    """``1:02:03`` or ``2:03``: hours only when there are any."""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def model_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
