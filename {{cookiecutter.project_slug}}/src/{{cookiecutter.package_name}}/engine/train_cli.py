@@ -20,9 +20,17 @@ from lightning.pytorch.utilities import rank_zero_warn
 from {{ cookiecutter.package_name }}.engine.checkpoint_io import checkpoint_problem
 from {{ cookiecutter.package_name }}.engine.config_errors import check_optimizer, names_a_setting, yaml_error
 from {{ cookiecutter.package_name }}.engine.datamodule import SeededDataModule
-from {{ cookiecutter.package_name }}.engine.distributed import launches_this_command_again, set_collective_timeout
+from {{ cookiecutter.package_name }}.engine.distributed import (
+    launches_this_command_again,
+    set_collective_timeout,
+)
 from {{ cookiecutter.package_name }}.engine.hardware import auto_precision, enable_tf32_if_supported
-from {{ cookiecutter.package_name }}.engine.run_identity import checkpoint_misfit, experiment_dir, find_last, fix_run_dir
+from {{ cookiecutter.package_name }}.engine.run_identity import (
+    checkpoint_misfit,
+    experiment_dir,
+    find_last,
+    fix_run_dir,
+)
 from {{ cookiecutter.package_name }}.engine.sizes import DATA_SIZES, drop_sizes_not_taken, size_from_data
 
 
