@@ -36,6 +36,10 @@ class RichProgressBar(LightningRichProgressBar):
         super().on_train_start(trainer, pl_module)
         self._run_start, self._first_epoch = time.monotonic(), trainer.current_epoch
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self._last_update = -math.inf  # the first batch of every epoch is drawn: Rich needs it for it/s
+
     def _get_train_description(self, current_epoch: int) -> str:
         """``Epoch 3/19 · 0:42 run, ~3:10 left``: Lightning's description (a private hook of its bar),
         then the run's elapsed time and, from the second epoch on, the remaining epochs at its pace."""

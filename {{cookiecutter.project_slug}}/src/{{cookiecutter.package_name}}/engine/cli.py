@@ -16,7 +16,7 @@ from pathlib import Path
 import lightning as L
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, EarlyStopping
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -41,6 +41,14 @@ from {{ cookiecutter.package_name }}.engine.train_cli import COMMANDS, TrainCLI
 from {{ cookiecutter.package_name }}.module import Classifier
 
 __all__ = ["COMMANDS", "TrainCLI", "main"]
+
+
+def stopped_early(trainer: L.Trainer) -> str:
+    """Why training ended before ``max_epochs``, if it did: early stopping names it."""
+    stopper = next((c for c in trainer.callbacks if isinstance(c, EarlyStopping)), None)  # type: ignore[attr-defined]
+    if stopper is not None and stopper.stopped_epoch > 0:
+        return f" (early stopping: {stopper.monitor} did not improve for {stopper.patience} epochs)"
+    return ""
 
 
 def discard_unstarted_run(trainer: L.Trainer) -> None:
@@ -145,6 +153,9 @@ def main(default_config: Path, args: list[str] | None = None, callbacks: Sequenc
             evaluate(cli)
             return cli
         trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=cli.config.ckpt_path)
+        report(
+            f"Trained to epoch {trainer.current_epoch}, step {trainer.global_step}{stopped_early(trainer)}"
+        )
         best = checkpoint.best_model_path if checkpoint is not None else ""
         if command is None:
             trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, verbose=False)

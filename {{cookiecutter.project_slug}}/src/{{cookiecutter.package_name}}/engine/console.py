@@ -17,8 +17,11 @@ CHATTER = (
     "HPU available:",
     "💡 Tip:",
     "Trainer already configured with model summary callbacks",
+    # Logged while the progress bar is live, which makes Rich print the bar a second time;
+    # main() says how training ended once the bar is gone.
+    "`Trainer.fit` stopped",
 )
-"""Start-up lines of Lightning's that say nothing the hardware line does not say better."""
+"""Lines of Lightning's that say nothing the hardware line and main() do not say better."""
 
 IGNORED_WARNINGS = (
     # Raised inside torch's own tracing (the TensorBoard graph, export) by newer torch versions.
