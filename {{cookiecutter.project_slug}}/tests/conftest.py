@@ -54,7 +54,7 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> TrainCLI:
     return train(
         tmp_path_factory.mktemp("trained"),
         *("--trainer.max_epochs", "2", "--model.net.width", "8", "--model.optimizer.lr", "0.01"),
-        *("--trainer.enable_progress_bar", "false", *TINY_RUN),
+        *TINY_RUN,
     )
 
 

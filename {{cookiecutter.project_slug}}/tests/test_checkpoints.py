@@ -17,7 +17,7 @@ from {{ cookiecutter.package_name }}.engine.checkpoint_io import AtomicCheckpoin
 from conftest import TINY_RUN, RunCLI
 
 SHORT_RUN = ("--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", *TINY_RUN)
-SHORT_RUN += ("--trainer.enable_progress_bar", "false", "--model.net.width", "8")
+SHORT_RUN += ("--model.net.width", "8")
 LIGHTNING_KEYS = {"state_dict": {}, "hyper_parameters": {}, "optimizer_states": []}
 """What the checks before a run look for; enough for them, not for a real resume."""
 

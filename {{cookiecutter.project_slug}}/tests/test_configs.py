@@ -12,7 +12,7 @@ EXPERIMENTS = sorted((PROJECT_ROOT / "configs" / "experiments").glob("*.yaml"))
 DEBUG = sorted((PROJECT_ROOT / "configs" / "debug").glob("*.yaml"))
 SHORT_RUN = (
     "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-    "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false", *TINY_RUN,
+    "--trainer.limit_test_batches", "1", *TINY_RUN,
 )  # fmt: skip
 
 

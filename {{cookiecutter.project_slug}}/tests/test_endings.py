@@ -14,7 +14,7 @@ from conftest import CONSTANT_LR, TINY_RUN, train
 
 TINY = (
     "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
-    "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *TINY_RUN,
+    *TINY_RUN,
 )  # fmt: skip
 
 

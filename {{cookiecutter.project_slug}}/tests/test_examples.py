@@ -33,7 +33,6 @@ SMALL = {"images": ("--model.net.init_args.width", "8"), "tabular": ()}
 DATA = {"images": ("--data.root", "digits_png"), "tabular": ("--data.path", "cars.csv")}
 """The flag that points each example at its data, and the data's name in the folder the script writes."""
 EXAMPLES = ("images", "tabular")
-QUIET = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false")
 EXACT = (
     "--trainer.deterministic", "true",
     "--data.num_workers", "2",
@@ -67,7 +66,7 @@ def trained(
 ) -> tuple[str, TrainCLI]:
     """(name, the CLI of a short run of the example): its best checkpoint was tested."""
     name = request.param
-    args = (*example(name, example_data), *SHORT_RUN[name], *QUIET)
+    args = (*example(name, example_data), *SHORT_RUN[name])
     return name, train(tmp_path_factory.mktemp(name), *args)
 
 
@@ -152,7 +151,7 @@ def last_weights(cli: TrainCLI) -> dict[str, torch.Tensor]:
 def test_a_resumed_run_with_workers_ends_with_the_weights_of_one_that_never_stopped(
     name: str, example_data: Path, tmp_path: Path
 ) -> None:
-    args = (*example(name, example_data), *SMALL[name], *EXACT, *QUIET)  # after --config: they override it
+    args = (*example(name, example_data), *SMALL[name], *EXACT)  # after --config: they override it
     whole = train(tmp_path / "whole", *args, "--trainer.max_epochs", "2")
     train(tmp_path / "split", *args, "--trainer.max_epochs", "1")
     resumed = train(tmp_path / "split", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last")
@@ -180,7 +179,7 @@ def test_one_tuning_trial_runs_and_writes_its_config(name: str, example_data: Pa
     path = tmp_path / "space.yaml"
     path.write_text(yaml.safe_dump(space), encoding="utf-8")
     with mock.patch.object(sys, "argv", ["tune.py"]):  # pytest's own flags are not ours
-        study = tune.main(DEFAULT_CONFIG, path, ["--", *example(name, example_data), *SMALL[name], *QUIET])
+        study = tune.main(DEFAULT_CONFIG, path, ["--", *example(name, example_data), *SMALL[name]])
     assert [trial.state.name for trial in study.trials] == ["COMPLETE"]
     assert (tmp_path / "tune" / name / "best.yaml").is_file()
 
@@ -250,7 +249,7 @@ def own_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 @pytest.mark.usefixtures("own_module")
 def test_a_data_module_and_network_of_ones_own_train_resume_predict_and_export(tmp_path: Path) -> None:
     own = ("--data.class_path", "my_table.TableData", "--model.net.class_path", "my_table.TableNet")
-    args = (*own, *CONSTANT_LR, *QUIET)  # the run can be extended
+    args = (*own, *CONSTANT_LR)  # the run can be extended
     with pytest.warns(UserWarning, match="TableData is not a SeededDataModule"):  # named, not refused
         train(tmp_path / "logs", *args, "--trainer.max_epochs", "2")
     resumed = train(tmp_path / "logs", *args, "--trainer.max_epochs", "4", "--ckpt_path", "last")

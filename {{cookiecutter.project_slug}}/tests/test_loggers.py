@@ -10,7 +10,6 @@ from conftest import TINY_RUN, RunCLI
 
 SHORT_RUN = ("--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", *TINY_RUN)
 SHORT_RUN += ("--trainer.limit_val_batches", "1", "--trainer.limit_test_batches", "1")
-SHORT_RUN += ("--trainer.enable_progress_bar", "false")
 CSV = {"class_path": "lightning.pytorch.loggers.CSVLogger"}
 TENSORBOARD = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"name": "tb"}}
 

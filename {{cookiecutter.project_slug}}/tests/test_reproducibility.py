@@ -26,8 +26,7 @@ EXACT = (
     "--data.num_workers", "2",
     "--trainer.limit_train_batches", "5",
     "--trainer.limit_val_batches", "2",
-    "--trainer.enable_progress_bar", "false",
-)  # fmt: skip
+    )  # fmt: skip
 STEPS_PER_EPOCH = 5
 
 
@@ -116,7 +115,7 @@ def test_sigterm_stops_promptly_with_a_checkpoint_and_status_143(tmp_path: Path)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [
         sys.executable, "train.py", "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "50",
-        *CONSTANT_LR, "--trainer.enable_progress_bar", "false", "--data.num_workers", "0",
+        *CONSTANT_LR, "--data.num_workers", "0",
     ]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

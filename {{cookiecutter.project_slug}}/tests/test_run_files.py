@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from conftest import TINY_RUN, RunCLI
 
 RUN_FILES = ("epochs.csv", "summary.json", "summary.md", "curves.png")
-SHORT = ("--trainer.max_epochs", "2", "--trainer.enable_progress_bar", "false", *TINY_RUN)
+SHORT = ("--trainer.max_epochs", "2", *TINY_RUN)
 SHORT += ("--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2")
 SHORT += ("--trainer.limit_test_batches", "2")
 # Without a logger, LearningRateMonitor refuses to start: the list keeps the best checkpoint only.

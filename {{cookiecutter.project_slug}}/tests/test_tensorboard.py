@@ -48,7 +48,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> TrainCLI:
     return train(
         tmp_path_factory.mktemp("tensorboard"),
         "--trainer.max_epochs", "2", "--trainer.limit_train_batches", str(TRAIN_BATCHES),
-        "--data.batch_size", str(BATCH_SIZE), "--trainer.enable_progress_bar", "false", *TINY_RUN,
+        "--data.batch_size", str(BATCH_SIZE), *TINY_RUN,
     )  # fmt: skip
 
 

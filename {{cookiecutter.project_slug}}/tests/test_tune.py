@@ -35,16 +35,15 @@ SPACE = {
         "trainer.limit_test_batches": 1,
     },
 }
-QUIET = ("--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", *TINY_RUN)
 
 
 def search(root: Path, *args: str, **entries: Any) -> optuna.Study:
-    """Runs ``python tune.py ARGS -- QUIET`` in this process, with a search space of SPACE and ``entries``."""
+    """Runs ``python tune.py ARGS -- TINY_RUN`` in this process, with SPACE and ``entries`` as the space."""
     space = root / "space.yaml"
     storage = {"storage": f"sqlite:///{root / 'studies.db'}", "log_dir": str(root / "tune")}
     space.write_text(yaml.safe_dump({**SPACE, **storage, **entries}))
     with mock.patch.object(sys, "argv", ["tune.py"]):  # pytest's own flags are not ours
-        return tune.main(DEFAULT_CONFIG, space, [*args, "--", *QUIET])
+        return tune.main(DEFAULT_CONFIG, space, [*args, "--", *TINY_RUN])
 
 
 def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
