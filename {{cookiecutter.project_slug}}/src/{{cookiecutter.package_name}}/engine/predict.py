@@ -17,6 +17,7 @@ from torch import Tensor
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from {{ cookiecutter.package_name }}.engine.checkpoint_io import replacing
+from {{ cookiecutter.package_name }}.engine.run_files import RunFiles
 
 COLUMNS = ("index", "prediction", "probability", "label")
 NO_LABEL = -1
@@ -103,6 +104,16 @@ class CsvPredictionWriter(BasePredictionWriter):
         return f"Predictions: {self.path}  ({self.rows} rows{scored})"
 
 
+def model_without_run_files(
+    trainer: L.Trainer, model_class: type[L.LightningModule], ckpt_path: str
+) -> L.LightningModule:
+    """The checkpoint's model, and a Trainer that writes no run files (logs, config, summaries):
+    predicting and evaluating a checkpoint leave only what they were asked for."""
+    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, SaveConfigCallback | RunFiles)]
+    trainer.loggers = []
+    return model_class.load_from_checkpoint(ckpt_path, map_location="cpu")
+
+
 def predict_to_csv(
     trainer: L.Trainer,
     model_class: type[L.LightningModule],
@@ -114,10 +125,9 @@ def predict_to_csv(
     says of the model; the data comes from the config, as in training. Writes the CSV file and
     nothing else: no logs, no config.
     """
-    model = model_class.load_from_checkpoint(ckpt_path, map_location="cpu")
+    model = model_without_run_files(trainer, model_class, ckpt_path)
     writer = CsvPredictionWriter(path)
-    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, SaveConfigCallback)] + [writer]
-    trainer.loggers = []
+    trainer.callbacks = [*trainer.callbacks, writer]
     trainer.predict(model, datamodule=datamodule, return_predictions=False)
     return writer
 
@@ -132,12 +142,7 @@ def evaluate_checkpoint(
     """Validates or tests the model that the checkpoint describes (``split``: ``val`` or ``test``) on
     the config's data, and returns the metrics. Like predicting, it writes nothing: no logs, no run
     directory, no summary files; the numbers are printed."""
-    from {{ cookiecutter.package_name }}.engine.run_files import RunFiles  # (it imports matplotlib lazily)
-
-    model = model_class.load_from_checkpoint(ckpt_path, map_location="cpu")
-    writes = (SaveConfigCallback, RunFiles)
-    trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, writes)]
-    trainer.loggers = []
+    model = model_without_run_files(trainer, model_class, ckpt_path)
     evaluate = trainer.validate if split == "val" else trainer.test
     evaluate(model, datamodule=datamodule, verbose=False)
     return dict(trainer.callback_metrics)
