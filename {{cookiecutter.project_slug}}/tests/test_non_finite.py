@@ -1,0 +1,140 @@
+"""A NaN or infinite loss stops the run with its step named, and no weight or checkpoint takes it,
+without the guard waiting for the device (or for the other processes) at every step."""
+
+import functools
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.plugins.precision import MixedPrecision
+
+from {{ cookiecutter.package_name }}.data import DigitsDataModule
+from {{ cookiecutter.package_name }}.engine import callbacks
+from {{ cookiecutter.package_name }}.engine.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
+from {{ cookiecutter.package_name }}.models import SmallCNN
+from {{ cookiecutter.package_name }}.module import Classifier
+
+from conftest import train
+
+STEPS_PER_EPOCH = 5
+SHORT = ("--trainer.limit_train_batches", str(STEPS_PER_EPOCH), "--trainer.limit_val_batches", "2")
+LOG_EVERY = 10  # the default config's trainer.log_every_n_steps
+
+
+def loss_times(factor: float, at_step: int, monkeypatch: pytest.MonkeyPatch) -> list[Classifier]:
+    """Multiplies the training loss of one step by ``factor``; returns the modules that trained."""
+    trained: list[Classifier] = []
+    training_step = Classifier.training_step
+
+    def scaled(self: Classifier, batch: object, batch_idx: int) -> torch.Tensor:
+        if not trained:
+            trained.append(self)
+        loss = training_step(self, batch, batch_idx)
+        return loss * factor if self.global_step == at_step else loss
+
+    monkeypatch.setattr(Classifier, "training_step", scaled)
+    return trained
+
+
+def test_a_nan_loss_stops_the_run_with_its_step_and_no_weight_or_checkpoint_takes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad_step = STEPS_PER_EPOCH + 2
+    trained = loss_times(float("nan"), bad_step, monkeypatch)
+    with pytest.raises(SystemExit) as exit_info:
+        train(tmp_path, "--trainer.max_epochs", "3", *SHORT)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    last = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
+    assert f"train/loss is nan at epoch 1, step {bad_step}" in err and str(last) in err
+    kept = torch.load(last, weights_only=True)
+    assert kept["global_step"] == STEPS_PER_EPOCH  # written after epoch 0, not overwritten since
+    assert all(torch.isfinite(tensor).all() for tensor in kept["state_dict"].values())
+    assert not (last.parent / "interrupted.ckpt").exists()
+    # The steps after the bad one, until the host looked, trained on: none of them took a NaN.
+    (module,) = trained
+    assert bad_step < module.trainer.global_step <= bad_step + LOG_EVERY
+    assert all(torch.isfinite(parameter).all() for parameter in module.parameters())
+
+
+def test_the_host_reads_the_losses_only_at_the_steps_it_writes_logs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[int] = []
+    read_flags = callbacks.read_flags
+
+    def counted(steps: list) -> tuple[list[bool], list[bool]]:
+        if steps:
+            reads.append(len(steps))
+        return read_flags(steps)
+
+    monkeypatch.setattr(callbacks, "read_flags", counted)
+    run = train(tmp_path, "--trainer.max_epochs", "2")  # 20 steps an epoch: logs at 10, 20, 30, 40
+    assert run.trainer.global_step == 4 * LOG_EVERY
+    assert reads == [LOG_EVERY] * 4  # one read of the device per log_every_n_steps steps, none per step
+
+
+class Scaled16Mixed(MixedPrecision):
+    """``16-mixed`` with the gradient scaler that Lightning uses on GPUs, here on the CPU."""
+
+    def __init__(self) -> None:
+        super().__init__("16-mixed", "cpu", torch.amp.GradScaler("cpu"))
+
+
+def fit_with_scaler(factor: float, at_step: int, monkeypatch: pytest.MonkeyPatch) -> L.Trainer:
+    loss_times(factor, at_step, monkeypatch)
+    module = Classifier(SmallCNN(10, in_channels=1), 10, functools.partial(torch.optim.AdamW, lr=1e-3))
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=8, limit_val_batches=1,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        plugins=[Scaled16Mixed()], callbacks=[StopOnNonFiniteLoss()],
+    )  # fmt: skip
+    trainer.fit(module, DigitsDataModule(num_workers=0))
+    return trainer
+
+
+def test_under_a_gradient_scaler_the_unscaled_loss_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 1e35 times the loss is finite, but not once scaled by 65536: the scaler skips that step, and
+    # the run goes on (a guard that read the scaled loss stopped here, with loss x scale).
+    trainer = fit_with_scaler(1e35, at_step=2, monkeypatch=monkeypatch)
+    assert trainer.state.finished and trainer.global_step == 8
+    assert trainer.precision_plugin.scaler.get_scale() < 2.0**16  # the scaler saw the overflow
+    assert all(torch.isfinite(p).all() for p in trainer.lightning_module.parameters())
+    monkeypatch.undo()
+    with pytest.raises(NonFiniteLossError, match=r"train/loss is nan at epoch 0, step 3$"):
+        fit_with_scaler(math.nan, at_step=3, monkeypatch=monkeypatch)
+
+
+class PoisonOneProcess(Callback):
+    """Process 1 alone gets a batch of NaN images at one step: one bad shard, one bad sample."""
+
+    step = STEPS_PER_EPOCH + 1
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx
+    ) -> None:
+        if trainer.global_rank == 1 and trainer.global_step == self.step:
+            batch[0].fill_(math.nan)
+
+
+def test_a_nan_loss_on_one_of_two_processes_stops_both_at_its_step(tmp_path: Path) -> None:
+    from test_distributed import run_train_py
+
+    stopped = run_train_py(
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.accelerator", "cpu", "--trainer.devices", "2",
+        "--trainer.strategy", "ddp", "--trainer.max_epochs", "3", *SHORT,
+        f"--trainer.callbacks+={__name__}.PoisonOneProcess",
+        timeout=240,
+    )  # fmt: skip
+    assert stopped.returncode == 1, stopped.stderr[-3000:]
+    errors = [line for line in stopped.stderr.splitlines() if line.startswith("error:")]
+    bad = PoisonOneProcess.step
+    assert any(f"train/loss is nan at epoch 1, step {bad}" in line for line in errors), errors
+    assert all(f"epoch 1, step {bad}" in line for line in errors) and len(errors) == 2
+    last = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
+    kept = torch.load(last, weights_only=True)
+    assert kept["global_step"] == STEPS_PER_EPOCH
+    assert all(torch.isfinite(tensor).all() for tensor in kept["state_dict"].values())
