@@ -35,8 +35,12 @@ set-up (sanity check, model summary, graph tracing) is reported apart. After eac
 optimizer and schedule of B are checked against the fitted loop's: same hyperparameters, same
 number of scheduler steps, same final learning rate (B's extra epoch after the fitted loop's last
 runs at the schedule's final learning rate). The script prints each loop's median epoch time, the
-training images per second that makes, the ratios A/B, C/B and A/C, and last the ratio of A's and
-B's median epoch times as ``overhead ratio: X.XX``.
+training images per second that makes, the split of each epoch into its training steps (median
+step, from one batch's end to the next) and the rest (validation, epoch ends, checkpoints), the
+ratios A/B, C/B and A/C, and last the ratio of A's and B's median epoch times as
+``overhead ratio: X.XX``. Many short fits (6 rounds of 2 epochs) rather than a few long ones:
+on a virtual machine the speed of a whole fit can differ from the next by several percent (where
+its memory landed, what the host ran), which only more fits average out.
 
 The progress bar renders as it would on a terminal, into /dev/null: piped to a file, Rich would
 skip drawing and the figure would hide its cost (``--no-tty`` measures that case).
@@ -172,6 +176,7 @@ class PlainLoop:
         self.scaler = torch.amp.GradScaler(device.type) if self.dtype == torch.float16 else None
         self.steps = 0
         self.times: list[float] = []
+        self.step_times: list[float] = []  # each training step after an epoch's first, in seconds
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.dtype is None:
@@ -202,8 +207,11 @@ class PlainLoop:
         synchronize(device)
         start = time.perf_counter()
         net.train()
+        stamps = []
         for x, y in self.train_loader:
             self.train_step(x, y)
+            stamps.append(time.perf_counter())
+        self.step_times += [end - start for start, end in itertools.pairwise(stamps)]
         net.eval()
         correct = torch.zeros((), dtype=torch.long, device=device)
         total_loss = torch.zeros((), device=device)
@@ -272,6 +280,10 @@ class Interleave(Callback):
         self.plain = plain
         self.marks: list[float] = []
         self.inside: list[float] = []  # seconds of B that ran inside each interval of the fitted loop
+        self.batch_ends: list[list[float]] = []  # per epoch of the fitted loop
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self.batch_ends[-1].append(time.perf_counter())
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         synchronize(self.plain.device)  # the fitted loop's queued work belongs to its previous epoch
@@ -279,6 +291,7 @@ class Interleave(Callback):
         if self.marks:  # B ran inside the interval of the previous epoch, which ends now
             self.inside.append(took)
         self.marks.append(time.perf_counter())
+        self.batch_ends.append([])
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         synchronize(self.plain.device)
@@ -290,6 +303,10 @@ class Interleave(Callback):
         """The fitted loop's epochs: each interval between stamps, less the epoch of B inside it."""
         intervals = itertools.pairwise(self.marks)
         return [end - start - b for (start, end), b in zip(intervals, self.inside, strict=True)]
+
+    def step_seconds(self) -> list[float]:
+        """Each training step after an epoch's first: from one ``on_train_batch_end`` to the next."""
+        return [end - start for ends in self.batch_ends for start, end in itertools.pairwise(ends)]
 
 
 def build_cli(cli_module: ModuleType, default_config: Path, args: list[str]) -> Any:
@@ -394,6 +411,8 @@ class Fit:
     epochs: list[float]
     plain: list[float]
     setup: float
+    steps: list[float]  # the fitted loop's training steps
+    plain_steps: list[float]  # B's
 
     def by_epoch(self) -> list[float]:
         """Each epoch against the mean of the two epochs of B around it."""
@@ -412,7 +431,8 @@ def run_fit(name: str, trainer: L.Trainer, module: Any, datamodule: Any, plain: 
     if len(epochs) != trainer.max_epochs:
         raise RuntimeError(f"{name} ran {len(epochs)} epochs, not {trainer.max_epochs} (stopped early?)")
     check_same_optimisation(name, trainer, plain)
-    return Fit(epochs, plain.times, (end - start) - sum(epochs) - sum(plain.times))
+    setup = (end - start) - sum(epochs) - sum(plain.times)
+    return Fit(epochs, plain.times, setup, interleave.step_seconds(), plain.step_times)
 
 
 def run_round(cli: Any, mirror: Mirror, workers: int, c_first: bool) -> dict[str, Fit]:
@@ -455,9 +475,9 @@ def parse_options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 short round, smaller data (smoke test)")
     parser.add_argument(
-        "--rounds", type=int, help="rounds, each one fit of A and one of C (default 3, --quick 1)"
+        "--rounds", type=int, help="rounds, each one fit of A and one of C (default 6, --quick 1)"
     )
-    parser.add_argument("--epochs", type=int, help="epochs per fit (default 4, --quick 2)")
+    parser.add_argument("--epochs", type=int, help="epochs per fit (default 2, --quick 2)")
     parser.add_argument(
         "--repeat", type=int, help="copies of the training split per epoch (default 12, --quick 4)"
     )
@@ -489,10 +509,33 @@ def parse_options() -> argparse.Namespace:
         "--threads", type=int, help="torch intra-op threads for all loops (default: torch's, one per core)"
     )
     options = parser.parse_args()
-    options.rounds = options.rounds or (1 if options.quick else 3)
-    options.epochs = options.epochs or (2 if options.quick else 4)
+    options.rounds = options.rounds or (1 if options.quick else 6)
+    options.epochs = options.epochs or 2
     options.repeat = options.repeat or (4 if options.quick else 12)
     return options
+
+
+def print_step_split(
+    fits: dict[str, list[Fit]], epoch_medians: dict[str, float], steps_per_epoch: int, device: str
+) -> None:
+    """Splits each loop's epoch into its training steps and the rest: validation, epoch ends,
+    checkpoints. A step is the time from one batch's end to the next's, an epoch's first excluded."""
+    steps = {
+        "A": [t for fit in fits["A"] for t in fit.steps],
+        "B": [t for name in ("A", "C") for fit in fits[name] for t in fit.plain_steps],
+        "C": [t for fit in fits["C"] for t in fit.steps],
+    }
+    step = {name: statistics.median(times) for name, times in steps.items()}
+    note = " (host time: on cuda the device may run behind)" if device == "cuda" else ""
+    ratios = ", ".join(f"{top}/{bottom} {step[top] / step[bottom]:.3f}" for top, bottom in ("AB", "CB", "AC"))
+    times = ", ".join(f"{name} {seconds * 1000:.3f} ms" for name, seconds in step.items())
+    print(f"per training step, median{note}: {times}; {ratios}")
+    besides = {name: epoch_medians[name] - steps_per_epoch * seconds for name, seconds in step.items()}
+    rest = ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in besides.items())
+    print(
+        "per epoch besides its training steps (validation, epoch ends, checkpoints),"
+        f" median epoch less {steps_per_epoch} median steps: {rest}"
+    )
 
 
 def verdict(value: float, target: float) -> str:
@@ -529,13 +572,13 @@ def main() -> None:
         default_config = project / "configs" / "default.yaml"
         args = project_args(options, Path(scratch) / "logs")
         fits: dict[str, list[Fit]] = {"A": [], "C": []}
-        train_images = 0
+        train_images = steps_per_epoch = 0
         for round_ in range(1, options.rounds + 1):
             cli, mirror = prepare_lightning(cli_module, default_config, args, options.repeat)
             workers = mirror.num_workers if options.plain_workers == "same" else int(options.plain_workers)
             if round_ == 1:
                 train_images = len(mirror.train_set)  # type: ignore[arg-type]
-                steps = -(-train_images // mirror.batch_size)
+                steps = steps_per_epoch = -(-train_images // mirror.batch_size)
                 print(
                     f"data: {train_images} training images per epoch ({steps} steps of"
                     f" {mirror.batch_size}), {len(mirror.val_set)} validation images;"  # type: ignore[arg-type]
@@ -587,6 +630,7 @@ def main() -> None:
     for name in ("A", "C"):
         setups = [fit.setup for fit in fits[name]]
         print(f"{name} set-up per fit, outside the epochs: median {statistics.median(setups):.2f} s")
+    print_step_split(fits, {"A": a_median, "B": b_median, "C": c_median}, steps_per_epoch, options.device)
     print(f"median of the epoch-by-epoch ratios: A/B {a_by_epoch:.3f}, C/B {c_by_epoch:.3f}")
     print(
         f"ratios of the medians: A/B {a_median / b_median:.2f} (target <= {TARGET_A_OVER_B:.2f}:"

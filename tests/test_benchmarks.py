@@ -29,6 +29,11 @@ def test_overhead_prints_the_three_loops_and_the_ratio_last() -> None:
     for (top, bottom), printed in zip(("AB", "CB", "AC"), ratios.groups(), strict=True):
         assert abs(float(printed) - medians[top] / medians[bottom]) <= 0.01
     assert re.search(r"throughput, .*: A \d+, B \d+, C \d+", result.stdout), result.stdout
+    per_step = r"per training step, median: A ([\d.]+) ms, B ([\d.]+) ms, C ([\d.]+) ms; A/B ([\d.]+)"
+    step = re.search(per_step, result.stdout)
+    assert step and abs(float(step[4]) - float(step[1]) / float(step[2])) <= 0.01, result.stdout
+    besides = r"per epoch besides its training steps .*: A -?\d+ ms, B -?\d+ ms, C -?\d+ ms"
+    assert re.search(besides, result.stdout), result.stdout
     ratio = re.fullmatch(r"overhead ratio: (\d+\.\d\d)", lines[-1])
     assert ratio, lines[-1]
     assert abs(float(ratio[1]) - medians["A"] / medians["B"]) <= 0.01  # the last line: A/B of the medians

@@ -1,5 +1,9 @@
 """A NaN or infinite loss stops the run with its step named, and no weight or checkpoint takes it,
-without the guard waiting for the device (or for the other processes) at every step."""
+without the guard waiting for the device (or for the other processes) at every step.
+
+On one CPU process the guard reads the loss at once, which waits for nothing. Every other run (a
+GPU, several processes, a loss scaler) takes the deferred path: ``on_device`` forces it here, on
+the CPU, for the tests of what a GPU run does."""
 
 import functools
 import math
@@ -12,8 +16,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.precision import MixedPrecision
 
 from {{ cookiecutter.package_name }}.data import DigitsDataModule
-from {{ cookiecutter.package_name }}.engine import callbacks
-from {{ cookiecutter.package_name }}.engine.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
+from {{ cookiecutter.package_name }}.engine import non_finite
+from {{ cookiecutter.package_name }}.engine.non_finite import NonFiniteLossError, StopOnNonFiniteLoss
 from {{ cookiecutter.package_name }}.models import SmallCNN
 from {{ cookiecutter.package_name }}.module import Classifier
 
@@ -39,9 +43,22 @@ def loss_times(factor: float, at_step: int, monkeypatch: pytest.MonkeyPatch) -> 
     return trained
 
 
+@pytest.fixture
+def on_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard as on a GPU: work on the device every step, reads at log steps only."""
+    monkeypatch.setattr(non_finite, "reads_for_free", lambda trainer: False)
+
+
+@pytest.mark.parametrize("path", ["read at once", "deferred"])
 def test_a_nan_loss_stops_the_run_with_its_step_and_no_weight_or_checkpoint_takes_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    path: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    request: pytest.FixtureRequest,
 ) -> None:
+    if path == "deferred":
+        request.getfixturevalue("on_device")
     bad_step = STEPS_PER_EPOCH + 2
     trained = loss_times(float("nan"), bad_step, monkeypatch)
     with pytest.raises(SystemExit) as exit_info:
@@ -54,24 +71,29 @@ def test_a_nan_loss_stops_the_run_with_its_step_and_no_weight_or_checkpoint_take
     assert kept["global_step"] == STEPS_PER_EPOCH  # written after epoch 0, not overwritten since
     assert all(torch.isfinite(tensor).all() for tensor in kept["state_dict"].values())
     assert not (last.parent / "interrupted.ckpt").exists()
-    # The steps after the bad one, until the host looked, trained on: none of them took a NaN.
+    # Read at once, the bad step never ran its backward pass; deferred, the steps after it ran on
+    # until the host looked, with its gradient zeroed: either way no weight took a NaN.
     (module,) = trained
-    assert bad_step < module.trainer.global_step <= bad_step + LOG_EVERY
+    if path == "read at once":
+        assert module.trainer.global_step == bad_step
+    else:
+        assert bad_step < module.trainer.global_step <= bad_step + LOG_EVERY
     assert all(torch.isfinite(parameter).all() for parameter in module.parameters())
 
 
+@pytest.mark.usefixtures("on_device")
 def test_the_host_reads_the_losses_only_at_the_steps_it_writes_logs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads: list[int] = []
-    read_flags = callbacks.read_flags
+    read_flags = non_finite.read_flags
 
     def counted(steps: list) -> tuple[list[bool], list[bool]]:
         if steps:
             reads.append(len(steps))
         return read_flags(steps)
 
-    monkeypatch.setattr(callbacks, "read_flags", counted)
+    monkeypatch.setattr(non_finite, "read_flags", counted)
     run = train(tmp_path, "--trainer.max_epochs", "2")  # 20 steps an epoch: logs at 10, 20, 30, 40
     assert run.trainer.global_step == 4 * LOG_EVERY
     assert reads == [LOG_EVERY] * 4  # one read of the device per log_every_n_steps steps, none per step

@@ -1,11 +1,10 @@
-"""Callbacks of the Trainer: the ones ``cli.py`` always adds, and the ones the default config lists."""
+"""Callbacks of the Trainer: the ones ``cli.py`` always adds (with ``non_finite.py``), and the ones the
+default config lists."""
 
 import math
 import random
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.callbacks import RichProgressBar as LightningRichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, Strategy
-from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from torch import Tensor
-from torch.optim import Optimizer
 
 
 class RichProgressBar(LightningRichProgressBar):
@@ -121,149 +116,6 @@ class RandomStateInCheckpoint(Callback):
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.resumed_states = None  # loaded by a test or predict run, which has no use for them
-
-
-class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; no checkpoint was written after that step."""
-
-
-@dataclass
-class _Step:
-    """What ``StopOnNonFiniteLoss`` keeps of one training step until the host next reads it."""
-
-    epoch: int
-    step: int
-    loss: Tensor  # as ``training_step`` returned it: unscaled, still on the device
-    gradient_finite: Tensor | None  # after DDP averaged the gradients; None: not checked here
-
-
-class StopOnNonFiniteLoss(Callback):
-    """Stops training at a NaN or infinite loss, without waiting for the device at every step.
-
-    Every step, on the device: a non-finite gradient is replaced with zeros before the optimizer
-    step (under ``16-mixed`` the gradient scaler skips such a step instead), so the weights never
-    take it, and the loss is kept aside. The host reads what was kept only where it reads metrics
-    anyway: every ``log_every_n_steps`` steps, before validation, at the end of each epoch and
-    before any checkpoint is written. So the run stops within ``log_every_n_steps`` steps of the
-    first bad one, names that step and its (unscaled) loss, and writes no checkpoint after it: the
-    last good ``last.ckpt`` stays as it was. The validation loss is checked too, before the
-    epoch's checkpoints: weights that overflow only on unseen data have diverged just the same.
-
-    Several processes stop together without a collective in any training step: DDP averages the
-    gradients, so a non-finite loss on one process makes every process's gradient non-finite, and
-    all of them see it at the same log step. A loss that the gradients do not show (under a
-    gradient scaler, or with sharded gradients) is compared across processes, by one all-reduce,
-    before validation and at the end of the epoch: hooks that every process calls.
-    """
-
-    def __init__(self, monitor: str = "val/loss") -> None:
-        self.monitor = monitor
-        self._unread: list[_Step] = []
-        self._at = (0, 0)
-        self._gradient_finite: Tensor | None = None
-
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        self._at, self._gradient_finite = (trainer.current_epoch, trainer.global_step), None
-
-    def on_before_optimizer_step(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Optimizer
-    ) -> None:
-        if getattr(trainer.precision_plugin, "scaler", None) is not None:
-            return  # the scaler skips the step of a non-finite gradient (and lowers its scale)
-        gradients = [
-            p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None
-        ]
-        if gradients:
-            finite = torch.nn.utils.get_total_norm(gradients).isfinite()
-            not_finite = ~finite
-            for gradient in gradients:  # on the device: nothing waits for the result
-                gradient.masked_fill_(not_finite.to(gradient.device), 0.0)
-            self._gradient_finite = finite
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
-        if isinstance(loss, Tensor):
-            self._unread.append(_Step(*self._at, loss.detach(), self._gradient_finite))
-        every = trainer.log_every_n_steps
-        if every > 0 and trainer.global_step % every == 0:  # where Lightning writes the step's logs
-            self._check(trainer, together=False)
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
-            self._check(trainer, together=True)
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._check(trainer, together=True)
-
-    def on_save_checkpoint(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
-        self._check(trainer, together=False)  # before interrupted.ckpt and step-based checkpoints too
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        value = trainer.callback_metrics.get(self.monitor)
-        if trainer.sanity_checking or value is None or math.isfinite(value):
-            return  # (the value is the same on every process, so all of them raise together)
-        raise NonFiniteLossError(
-            f"{self.monitor} is {value.item()} at epoch {trainer.current_epoch}, step {trainer.global_step}"
-        )
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._unread = []
-
-    def _check(self, trainer: L.Trainer, together: bool) -> None:
-        """Reads the steps kept since the last check (one wait for the device); raises at the first bad one.
-
-        ``together``: in a hook that every process calls, where they compare their losses.
-        Elsewhere each process decides alone, so only on what is the same on all of them.
-        """
-        several = trainer.world_size > 1
-        steps, self._unread = self._unread, []
-        loss_ok, gradient_ok = read_flags(steps)
-        bad_loss = loss_ok.index(False) if False in loss_ok else None
-        if False in gradient_ok and (not several or replicates_gradients(trainer.strategy)):
-            first = min(gradient_ok.index(False), len(steps) if bad_loss is None else bad_loss)
-            raise NonFiniteLossError(describe(steps[first], loss_ok[first]))  # on every process alike
-        if bad_loss is not None and not several:
-            raise NonFiniteLossError(describe(steps[bad_loss], False))
-        if not several:
-            return
-        if not together:
-            if bad_loss is not None:
-                self._unread = steps[bad_loss:]  # for the processes to compare at the next joint check
-            return
-        if trainer.strategy.reduce_boolean_decision(bad_loss is not None, all=False):
-            if bad_loss is not None:
-                raise NonFiniteLossError(describe(steps[bad_loss], False))
-            where = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
-            raise NonFiniteLossError(f"train/loss is non-finite on another process (seen at {where})")
-
-
-def read_flags(steps: list[_Step]) -> tuple[list[bool], list[bool]]:
-    """Whether each step's loss and gradient were finite, read back from the device at once."""
-    if not steps:
-        return [], []
-    loss_ok = torch.stack([step.loss for step in steps]).isfinite()
-    unchecked = torch.ones_like(loss_ok[0])
-    gradient_ok = [unchecked if step.gradient_finite is None else step.gradient_finite for step in steps]
-    loss_flags, gradient_flags = torch.stack([loss_ok, torch.stack(gradient_ok).to(loss_ok.device)]).tolist()
-    return loss_flags, gradient_flags
-
-
-def replicates_gradients(strategy: Strategy) -> bool:
-    """DDP: after each backward pass every process holds the same, averaged, gradients."""
-    return isinstance(strategy, DDPStrategy) and not isinstance(strategy, DeepSpeedStrategy)
-
-
-def describe(step: _Step, loss_finite: bool) -> str:
-    where = f"at epoch {step.epoch}, step {step.step}"
-    if not loss_finite:
-        return f"train/loss is {step.loss.item()} {where}"
-    return f"the gradients are non-finite {where}, train/loss {step.loss.item():.4g} on this process"
 
 
 class InterruptCheckpoint(Callback):

@@ -22,9 +22,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from {{ cookiecutter.package_name }}.engine.callbacks import (
     InterruptCheckpoint,
-    NonFiniteLossError,
     RandomStateInCheckpoint,
-    StopOnNonFiniteLoss,
     model_checkpoint,
 )
 from {{ cookiecutter.package_name }}.engine.checkpoint_io import AtomicCheckpointIO
@@ -34,6 +32,10 @@ from {{ cookiecutter.package_name }}.engine.distributed import (
     end_process_group,
     stop_started_processes,
     timed_out_collective,
+)
+from {{ cookiecutter.package_name }}.engine.non_finite import (
+    NonFiniteLossError,
+    StopOnNonFiniteLoss,
 )
 from {{ cookiecutter.package_name }}.engine.predict import evaluate_checkpoint, predict_to_csv
 from {{ cookiecutter.package_name }}.engine.short_help import short_help

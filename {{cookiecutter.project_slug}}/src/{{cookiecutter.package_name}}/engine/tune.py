@@ -24,8 +24,8 @@ from lightning.pytorch.callbacks import Callback
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from {{ cookiecutter.package_name }}.engine.callbacks import NonFiniteLossError
 from {{ cookiecutter.package_name }}.engine.cli import main as train
+from {{ cookiecutter.package_name }}.engine.non_finite import NonFiniteLossError
 from {{ cookiecutter.package_name }}.engine.search_space import SearchSpace, SearchSpaceError, flags, nested
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
