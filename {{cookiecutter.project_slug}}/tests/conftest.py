@@ -4,6 +4,8 @@ The facts about the example data that the tests rely on are the constants below:
 swaps the default data for its own edits them here, not in every test file.
 """
 
+import os
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +44,14 @@ def train(root: Path, *args: str) -> TrainCLI:
     pinned = ["--trainer.devices", "1", "--trainer.default_root_dir", str(root)]
     with mock.patch.object(sys, "argv", ["train.py"]):  # pytest's own flags are not ours
         return main(DEFAULT_CONFIG, args=[*command, *pinned, *args[len(command) :]])
+
+
+def run_train_py(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python train.py ARGS`` in a new process; it can load callbacks defined in these tests."""
+    path = os.pathsep.join(filter(None, [str(PROJECT_ROOT / "tests"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    command = [sys.executable, "train.py", *args]
+    return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 RunCLI = Callable[..., TrainCLI]

@@ -20,7 +20,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from {{ cookiecutter.package_name }}.data import DigitsDataModule
 from {{ cookiecutter.package_name }}.engine.datamodule import EpochSeededSampler
 
-from conftest import PROJECT_ROOT, SHORT_RUN_MIN_VAL_ACC, RunCLI, train
+from conftest import PROJECT_ROOT, SHORT_RUN_MIN_VAL_ACC, RunCLI, run_train_py, train
 
 ACCURACY_TOLERANCE = 0.03
 """DDP and one process see the same samples per step but in another order: close, not equal."""
@@ -34,14 +34,6 @@ def test_each_process_gets_its_own_share_of_every_epoch() -> None:
     assert len(shares[0]) == len(shares[1]) == (len(train_split) + 1) // 2
     assert set(shares[0]) | set(shares[1]) == set(range(len(train_split)))
     assert len(set(shares[0]) & set(shares[1])) <= 1  # one index repeats to even out an odd count
-
-
-def run_train_py(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``python train.py ARGS`` in a new process; it can load callbacks defined in these tests."""
-    path = os.pathsep.join(filter(None, [str(PROJECT_ROOT / "tests"), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
-    command = [sys.executable, "train.py", *args]
-    return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_ddp_on_two_cpu_processes_with_the_default_config_trains_like_one_process(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from {{ cookiecutter.package_name }}.engine.non_finite import NonFiniteLossError
 from {{ cookiecutter.package_name }}.models import SmallCNN
 from {{ cookiecutter.package_name }}.module import Classifier
 
-from conftest import train
+from conftest import run_train_py, train
 
 STEPS_PER_EPOCH = 5
 SHORT = ("--trainer.limit_train_batches", str(STEPS_PER_EPOCH), "--trainer.limit_val_batches", "2")
@@ -143,8 +143,6 @@ class PoisonOneProcess(Callback):
 
 
 def test_a_nan_loss_on_one_of_two_processes_stops_both_at_its_step(tmp_path: Path) -> None:
-    from test_distributed import run_train_py
-
     stopped = run_train_py(
         "--trainer.default_root_dir", str(tmp_path), "--trainer.accelerator", "cpu", "--trainer.devices", "2",
         "--trainer.strategy", "ddp", "--trainer.max_epochs", "3", *SHORT,

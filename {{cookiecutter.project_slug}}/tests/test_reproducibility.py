@@ -7,19 +7,18 @@ the checkpoints that the claims are about.
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from {{ cookiecutter.package_name }}.engine.cli import TrainCLI
 from {{ cookiecutter.package_name }}.module import Classifier
 
-from conftest import CONSTANT_LR, PROJECT_ROOT, train
+from conftest import CONSTANT_LR, run_train_py, train
 
 EXACT = (
     "--trainer.deterministic", "true",
@@ -111,29 +110,27 @@ def test_ctrl_c_leaves_a_checkpoint_that_resumes_and_finishes(
     assert resumed.trainer.current_epoch == 3 and resumed.trainer.state.finished
 
 
-def test_sigterm_stops_promptly_with_a_checkpoint_and_status_143(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    command = [
-        sys.executable, "train.py", "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "50",
-        *CONSTANT_LR, "--data.num_workers", "0",
-    ]  # fmt: skip
-    process = subprocess.Popen(
-        command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    checkpoints = tmp_path / "version_0" / "checkpoints"
-    try:
-        deadline = time.monotonic() + 120
-        while not (checkpoints / "last.ckpt").exists() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert process.poll() is None, "the run ended before it could be stopped"
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 143, err
-    assert "SIGTERM: stopped at epoch" in err and "Traceback" not in err
-    interrupted = checkpoints / "interrupted.ckpt"
-    epochs = torch.load(interrupted, weights_only=True)["epoch"] + 2  # finish this epoch and one more
+class SigtermAtStep(Callback):
+    """Sends this process a SIGTERM, as a cluster does on preemption, after a step of epoch 1."""
+
+    step = 25
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_stops_within_a_step_with_a_checkpoint_and_status_143(tmp_path: Path) -> None:
+    stopped = run_train_py(
+        "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "50", *CONSTANT_LR,
+        "--data.num_workers", "0", f"--trainer.callbacks+={__name__}.SigtermAtStep",
+    )  # fmt: skip
+    assert stopped.returncode == 143, stopped.stderr[-3000:]
+    assert "SIGTERM: stopped at epoch 1" in stopped.stderr and "Traceback" not in stopped.stderr
+    interrupted = tmp_path / "version_0" / "checkpoints" / "interrupted.ckpt"
+    saved = torch.load(interrupted, weights_only=True)
+    assert saved["global_step"] == SigtermAtStep.step  # before the next step began
+    epochs = saved["epoch"] + 2  # finish this epoch and one more
     resumed = train(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", str(epochs),
                     *CONSTANT_LR, "--data.num_workers", "0")  # fmt: skip
     assert resumed.config.ckpt_path == str(interrupted)
