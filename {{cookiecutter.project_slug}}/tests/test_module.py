@@ -38,6 +38,22 @@ def test_training_step_gives_a_finite_loss_and_gradients_everywhere(batch) -> No
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+def test_the_epoch_loss_is_the_mean_over_samples_not_over_batches() -> None:
+    datamodule = DigitsDataModule(batch_size=64, num_workers=0, augment=False)
+    datamodule.setup()
+    images, labels = datamodule.splits["val"][:70]  # batches of 64 and 6: their means differ
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=64)
+    model = make_model()
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    (metrics,) = trainer.validate(model, loader, verbose=False)
+    model.eval()
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(model(images), labels).item()
+        batch_means = [torch.nn.functional.cross_entropy(model(x), y).item() for x, y in loader]
+    assert abs(sum(batch_means) / 2 - expected) > 1e-3  # the two averages really differ here
+    assert metrics["val/loss"] == pytest.approx(expected, rel=1e-5)
+
+
 def test_overfitting_one_batch_drives_the_loss_down(batch) -> None:
     model = make_model(dropout=0.0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)

@@ -94,7 +94,9 @@ class Classifier(L.LightningModule):
         loss = F.cross_entropy(logits, y)
         metrics, mean_loss = self._trackers(stage)
         metrics.update(logits, y)  # computed and logged once, at the end of the epoch
-        mean_loss.update(loss.detach(), weight=len(y))
+        # The batch's loss once per sample, so that the epoch's mean weighs samples, not batches:
+        # with nan_strategy="disable", MeanMetric ignores a `weight` (torchmetrics issue #3434).
+        mean_loss.update(loss.detach().expand(len(y)))
         return loss, logits
 
     def _log_epoch_metrics(self, stage: str) -> None:
