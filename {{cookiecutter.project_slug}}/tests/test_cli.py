@@ -151,22 +151,21 @@ def test_bad_values_stop_before_any_work_with_the_key_named(
     assert not any(tmp_path.iterdir()), "nothing may be written before the config is valid"
 
 
-def test_an_unknown_key_in_a_config_file_is_named(run_cli: RunCLI, capsys, tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("model:\n  net:\n    init_args:\n      widht: 8\n", "widht"),  # an unknown key
+        ("model:\n  net:\n    init_args: [8\n", "config: {file}:4: "),  # YAML syntax: file and line
+    ],
+    ids=["unknown key", "yaml syntax"],
+)
+def test_a_bad_config_file_is_named(run_cli: RunCLI, capsys, tmp_path: Path, text: str, named: str) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model:\n  net:\n    init_args:\n      widht: 8\n")
+    bad.write_text(text)
     with pytest.raises(SystemExit) as exit_info:
         run_cli("--config", str(bad))
     assert exit_info.value.code == 2
-    assert "widht" in capsys.readouterr().err
-
-
-def test_a_yaml_syntax_error_names_the_file_and_line(run_cli: RunCLI, capsys, tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("model:\n  net:\n    init_args: [8\n")
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli("--config", str(bad))
-    assert exit_info.value.code == 2
-    assert f"config: {bad}:4: " in capsys.readouterr().err
+    assert named.format(file=bad) in capsys.readouterr().err
 
 
 class MistypedNet(LinearNet):
