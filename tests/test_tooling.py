@@ -264,7 +264,7 @@ IN_A_SHELL = ("cd ", "python -m venv ", "ruff check ")
 SCRIPTS = {"train.py", "tune.py", "export.py", "scripts/make_example_data.py"}
 SHORT_RUN = [
     "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
-    "--trainer.limit_test_batches", "1", "--trainer.enable_progress_bar", "false",
+    "--trainer.limit_test_batches", "1",
 ]  # fmt: skip
 # Runs each command line in this one process, as `python SCRIPT ARGS` would: one start-up for all.
 RUNNER = """

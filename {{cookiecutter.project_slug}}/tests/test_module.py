@@ -44,7 +44,7 @@ def test_the_epoch_loss_is_the_mean_over_samples_not_over_batches() -> None:
     images, labels = datamodule.splits["val"][:70]  # batches of 64 and 6: their means differ
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(images, labels), batch_size=64)
     model = make_model()
-    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False)  # no lightning_logs/ in the project
     (metrics,) = trainer.validate(model, loader, verbose=False)
     model.eval()
     with torch.no_grad():

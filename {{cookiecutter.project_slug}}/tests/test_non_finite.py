@@ -111,7 +111,7 @@ def fit_with_scaler(factor: float, at_step: int, monkeypatch: pytest.MonkeyPatch
     module = Classifier(SmallCNN(10, in_channels=1), 10, functools.partial(torch.optim.AdamW, lr=1e-3))
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=8, limit_val_batches=1,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        logger=False, enable_checkpointing=False,  # nothing written into the project
         plugins=[Scaled16Mixed()], callbacks=[StopOnNonFiniteLoss()],
     )  # fmt: skip
     trainer.fit(module, DigitsDataModule(num_workers=0))

@@ -15,11 +15,7 @@ RUN_FILES = ("epochs.csv", "summary.json", "summary.md", "curves.png")
 SHORT = ("--trainer.max_epochs", "2", *TINY_RUN)
 SHORT += ("--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2")
 SHORT += ("--trainer.limit_test_batches", "2")
-# Without a logger, LearningRateMonitor refuses to start: the list keeps the best checkpoint only.
-NO_LOGGER = ("--trainer.logger", "false", "--trainer.callbacks", json.dumps([
-    {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"monitor": "val/loss"}},
-    {"class_path": "{{ cookiecutter.package_name }}.engine.run_files.RunFiles"},
-]))  # fmt: skip
+NO_LOGGER = ("--trainer.logger", "false")  # the default callbacks stay (the CLI drops the LR monitor)
 CSV_LOGGER = ("--trainer.logger", "lightning.pytorch.loggers.CSVLogger")
 
 
