@@ -5,7 +5,7 @@ data (the project's training split tiled ``--repeat`` times, the project's valid
 
 A. the project's Trainer exactly as ``python train.py`` builds it (its ``engine.cli.main`` with the
    default config: callbacks, TensorBoard logger, Rich progress bar, both checkpoints, early
-   stopping, the learning-rate monitor, the dashboards), fitting its ``Classifier``;
+   stopping, the learning-rate monitor, the dashboards), fitting its ``Classification`` task;
 B. the loop of every PyTorch tutorial (zero_grad, forward, loss, backward, step, scheduler step),
    built from the project's resolved config alone: the network class and arguments that
    ``model.net`` names (``SmallCNN(10, in_channels=1, width=32, dropout=0.1)`` by default), loaded
@@ -16,7 +16,7 @@ B. the loop of every PyTorch tutorial (zero_grad, forward, loss, backward, step,
    a ``DataLoader`` over the same dataset objects with A's batch size;
 C. Lightning's floor: a bare ``Trainer`` (``logger=False``, no progress bar, model summary,
    checkpoints or callbacks but the measuring one that A carries too) fitting the project's
-   ``Classifier`` around a new network built as B's, with the optimizer and schedule that A's
+   ``Classification`` task around a new network built as B's, with the optimizer and schedule that A's
    config built, on a DataModule of A's class over the same dataset objects.
 
 All three run one validation pass over the validation split per epoch, on one device, in A's
@@ -233,19 +233,22 @@ def make_scheduler(
     """B's schedule for the config's ``model.scheduler`` entry.
 
     The project's ``OneCycleLR`` is torch's with the optimizer's lr as the peak: B builds torch's,
-    as a tutorial would. Any other class takes ``(optimizer, total_steps)`` as the project's do.
+    as a tutorial would. Any other class gets the run's length by its own horizon keyword where the
+    config leaves it unset, as the project's tasks pass it.
     """
     if entry is None:
         return None
     scheduler_class, init_args = resolve(entry.class_path), dict(vars(entry.init_args))
     if issubclass(scheduler_class, torch.optim.lr_scheduler.OneCycleLR):
         peak = init_args.pop("max_lr", None)
+        init_args.pop("total_steps", None)
         if peak is None:
             peak = [group["lr"] for group in optimizer.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=peak, total_steps=total_steps, **init_args
         )
-    return scheduler_class(optimizer, total_steps, **init_args)
+    horizon = next((k for k in ("total_steps", "T_max", "total_iters") if init_args.get(k, 0) is None), None)
+    return scheduler_class(optimizer, **init_args, **({horizon: total_steps} if horizon else {}))
 
 
 def check_same_optimisation(name: str, trainer: L.Trainer, plain: PlainLoop) -> None:
@@ -350,8 +353,8 @@ def prepare_lightning(
         # The network as the checkpoints record it (sizes filled in from the data); the optimizer
         # and schedule as parsed (its values keep their types, tuples included).
         net=model.hparams["net"],
-        optimizer=cli.config.model.optimizer,
-        scheduler=cli.config.model.scheduler,
+        optimizer=cli.config.model.init_args.optimizer,
+        scheduler=cli.config.model.init_args.scheduler,
         initial_state=copy.deepcopy(model.net.state_dict()),  # before fit touches the weights
         num_classes=model.hparams["num_classes"],
         batch_size=datamodule.batch_size,
@@ -379,7 +382,7 @@ def prepare_lightning(
 def lightning_floor(
     cli: Any, mirror: Mirror, interleave: Interleave
 ) -> tuple[L.Trainer, L.LightningModule, Any]:
-    """C: a bare Trainer, the project's ``Classifier`` around a copy of A's initial network, the
+    """C: a bare Trainer, the project's ``Classification`` task around a copy of A's initial network, the
     optimizer and schedule that A's config built, and a DataModule of A's class over A's splits."""
     model = cli.model
     module = type(model)(
@@ -593,7 +596,7 @@ def main() -> None:
                 )
                 print(
                     "C: Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False,"
-                    " enable_checkpointing=False, callbacks=[]) fitting the project's Classifier"
+                    " enable_checkpointing=False, callbacks=[]) fitting the project's Classification task"
                 )
                 if mirror.precision != "32-true" and mirror.autocast_dtype is None:
                     print(

@@ -221,5 +221,5 @@ def test_existing_predictions_are_replaced_only_when_asked(
     assert predictions.read_text() == "kept\n"
 
     run_cli(*predict, "--predict_overwrite", "true")
-    assert predictions.read_text().startswith("index,prediction,probability,label")
+    assert predictions.read_text().startswith("index,prediction,probability,target")
     assert not list(tmp_path.glob(".*.partial"))

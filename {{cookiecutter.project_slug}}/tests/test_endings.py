@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from {{ cookiecutter.package_name }}.engine.run_identity import find_last
-from {{ cookiecutter.package_name }}.module import Classifier
+from {{ cookiecutter.package_name }}.tasks import Classification
 
 from conftest import CONSTANT_LR, TINY_RUN, train
 
@@ -32,14 +32,14 @@ def hint(err: str, prefix: str) -> str:
 def test_the_resume_hint_works_as_printed_for_an_experiment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    training_step = Classifier.training_step
+    training_step = Classification.training_step
 
-    def interrupted(self: Classifier, batch: object, batch_idx: int) -> torch.Tensor:
+    def interrupted(self: Classification, batch: object, batch_idx: int) -> torch.Tensor:
         if self.global_step == 3:
             raise KeyboardInterrupt
         return training_step(self, batch, batch_idx)
 
-    monkeypatch.setattr(Classifier, "training_step", interrupted)
+    monkeypatch.setattr(Classification, "training_step", interrupted)
     experiment = ("--trainer.logger.init_args.name", "narrow", "--model.net.width", "8")
     with pytest.raises(SystemExit):
         train(tmp_path, "--trainer.max_epochs", "2", *experiment, *TINY)
@@ -50,16 +50,16 @@ def test_the_resume_hint_works_as_printed_for_an_experiment(
 
 
 def stop_during_validation(epoch: int, cause: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    validation_step = Classifier.validation_step
+    validation_step = Classification.validation_step
 
-    def stopped(self: Classifier, batch: object, batch_idx: int) -> torch.Tensor:
+    def stopped(self: Classification, batch: object, batch_idx: int) -> torch.Tensor:
         if self.current_epoch == epoch and not self.trainer.sanity_checking:
             if cause == "Ctrl-C":
                 raise KeyboardInterrupt
             self.trainer._signal_connector.received_sigterm = True  # what Lightning's handler sets
         return validation_step(self, batch, batch_idx)
 
-    monkeypatch.setattr(Classifier, "validation_step", stopped)
+    monkeypatch.setattr(Classification, "validation_step", stopped)
 
 
 @pytest.mark.parametrize("cause", ["Ctrl-C", "SIGTERM"])
@@ -84,10 +84,10 @@ def test_a_stop_during_validation_resumes_from_the_epoch_before(
 def test_ctrl_c_during_the_final_test_keeps_the_finished_run_and_says_how_to_test_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    def interrupted(self: Classifier, batch: object, batch_idx: int) -> torch.Tensor:
+    def interrupted(self: Classification, batch: object, batch_idx: int) -> torch.Tensor:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Classifier, "test_step", interrupted)
+    monkeypatch.setattr(Classification, "test_step", interrupted)
     with pytest.raises(SystemExit):
         train(tmp_path, "--trainer.max_epochs", "2", *TINY)
     monkeypatch.undo()
@@ -98,7 +98,7 @@ def test_ctrl_c_during_the_final_test_keeps_the_finished_run_and_says_how_to_tes
     assert tested.trainer.global_step == 4 and "test/acc" in tested.trainer.callback_metrics
 
 
-@pytest.mark.parametrize("schedule", ["default", "torch.optim.lr_scheduler.CosineAnnealingLR"])
+@pytest.mark.parametrize("schedule", ["default", "{{ cookiecutter.package_name }}.tasks.schedules.CosineAnnealingLR"])
 def test_extending_a_run_past_its_schedule_is_refused_before_any_work(
     schedule: str, tmp_path: Path, capsys
 ) -> None:

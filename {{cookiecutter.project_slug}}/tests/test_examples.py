@@ -129,8 +129,8 @@ def test_predictions_name_the_classes_and_score_as_the_test_did(
     train(tmp_path, *example(name, example_data), *predict)
     rows, names = read_rows(path), set(cli.datamodule.class_names)
     assert len(rows) == len(cli.datamodule.splits["test"])
-    assert {row["prediction"] for row in rows} <= names and {row["label"] for row in rows} <= names
-    accuracy = sum(row["prediction"] == row["label"] for row in rows) / len(rows)
+    assert {row["prediction"] for row in rows} <= names and {row["target"] for row in rows} <= names
+    accuracy = sum(row["prediction"] == row["target"] for row in rows) / len(rows)
     assert accuracy == pytest.approx(cli.trainer.callback_metrics["test/acc"].item(), abs=1e-6)
 
 

@@ -10,7 +10,7 @@ import torch
 
 from {{ cookiecutter.package_name }}.engine import export
 from {{ cookiecutter.package_name }}.engine.cli import TrainCLI
-from {{ cookiecutter.package_name }}.module import Classifier
+from {{ cookiecutter.package_name }}.tasks import Classification
 
 from conftest import INPUT_SHAPE
 
@@ -70,7 +70,7 @@ def test_the_files_run_alone_and_match_the_model_at_any_batch_size(
     assert done.returncode == 0, done.stderr[-3000:]
     outputs = torch.load(outputs_path)
 
-    model = Classifier.load_from_checkpoint(checkpoint, map_location="cpu").eval()
+    model = Classification.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     with torch.no_grad():
         expected = [model(x) for x in inputs]
     for path in exported.values():
@@ -82,7 +82,7 @@ def test_the_files_run_alone_and_match_the_model_at_any_batch_size(
 def test_the_network_is_rebuilt_from_the_checkpoint(checkpoint: Path) -> None:
     net, examples = export.load_network(checkpoint)
     assert not net.training and tuple(examples.shape[1:]) == INPUT_SHAPE
-    assert net.head[-1].in_features == 2 * 8  # the trained width, not the default of the config
+    assert net.net.head[-1].in_features == 2 * 8  # the trained width, not the default of the config
 
 
 def test_success_names_the_file_and_the_tolerance(checkpoint: Path, tmp_path: Path, capsys) -> None:
@@ -115,7 +115,7 @@ def test_a_mismatch_stops_with_one_line_and_leaves_no_file(
         (["--ckpt_path", "missing.ckpt", "--format", "onnx"], "no checkpoint file at 'missing.ckpt'"),
         (["--ckpt_path", "{checkpoint}", "--format", "tflite"], "invalid choice: 'tflite'"),
         (["--ckpt_path", "{checkpoint}"], "required: --format"),
-        (["--ckpt_path", "{not_a_checkpoint}", "--format", "torchscript"], "is not a Classifier checkpoint"),
+        (["--ckpt_path", "{not_a_checkpoint}", "--format", "torchscript"], "is not a checkpoint of train.py"),
     ],
 )
 def test_bad_arguments_stop_with_one_line(

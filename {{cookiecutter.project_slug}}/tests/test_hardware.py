@@ -8,7 +8,7 @@ import torch
 
 from {{ cookiecutter.package_name }}.engine import hardware
 from {{ cookiecutter.package_name }}.models import SmallCNN
-from {{ cookiecutter.package_name }}.module import Classifier
+from {{ cookiecutter.package_name }}.tasks import Classification
 
 from conftest import NUM_CLASSES, SHORT_RUN_MIN_VAL_ACC, TINY_RUN, RunCLI
 
@@ -89,5 +89,5 @@ def test_a_compiled_model_trains_and_saves_the_usual_checkpoints(run_cli: RunCLI
     assert cli.model.net._compiled_call_impl is not None
     assert cli.trainer.callback_metrics["test/loss"].isfinite()
     saved = torch.load(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt", weights_only=True)
-    plain = Classifier(SmallCNN(NUM_CLASSES), NUM_CLASSES, optimizer=torch.optim.AdamW)
+    plain = Classification(net=SmallCNN(NUM_CLASSES), num_classes=NUM_CLASSES)
     assert saved["state_dict"].keys() == plain.state_dict().keys()

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from {{ cookiecutter.package_name }}.data import DigitsDataModule
-from {{ cookiecutter.package_name }}.engine.schedules import OneCycleLR
 from {{ cookiecutter.package_name }}.models import SmallCNN
-from {{ cookiecutter.package_name }}.module import Classifier
+from {{ cookiecutter.package_name }}.tasks import Classification
+from {{ cookiecutter.package_name }}.tasks.schedules import CosineAnnealingLR, OneCycleLR
 
 from conftest import INPUT_SHAPE, NUM_CLASSES
 
@@ -21,10 +21,10 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
     return next(iter(datamodule.val_dataloader()))
 
 
-def make_model(dropout: float = 0.1, **kwargs: object) -> Classifier:
+def make_model(dropout: float = 0.1, **kwargs: object) -> Classification:
     L.seed_everything(0)
     net = SmallCNN(NUM_CLASSES, in_channels=INPUT_SHAPE[0], dropout=dropout)
-    return Classifier(net, NUM_CLASSES, **{"optimizer": torch.optim.AdamW, **kwargs})
+    return Classification(net=net, num_classes=NUM_CLASSES, **{"optimizer": torch.optim.AdamW, **kwargs})
 
 
 @pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
@@ -70,14 +70,15 @@ def test_overfitting_one_batch_drives_the_loss_down(batch) -> None:
     assert (model(images).argmax(dim=-1) == labels).float().mean() == 1.0
 
 
-def test_predict_step_returns_classes_and_probabilities(batch) -> None:
+def test_predict_step_returns_classes_their_probabilities_and_the_targets(batch) -> None:
     model = make_model().eval()
     with torch.no_grad():
         out = model.predict_step(batch, 0)
-    assert out["prediction"].shape == (32,)
-    assert out["probability"].shape == (32, 10)
-    assert torch.allclose(out["probability"].sum(dim=-1), torch.ones(32))
-    assert torch.equal(out["probability"].argmax(dim=-1), out["prediction"])
+        probabilities = model(batch[0]).softmax(dim=-1)
+    assert out["prediction"].shape == out["probability"].shape == (32,)
+    assert torch.equal(probabilities.argmax(dim=-1), out["prediction"])
+    assert torch.allclose(probabilities.max(dim=-1).values, out["probability"])
+    assert torch.equal(out["target"], batch[1])
 
 
 OPTIMIZERS = {
@@ -86,7 +87,7 @@ OPTIMIZERS = {
 }
 SCHEDULERS = {
     "OneCycleLR": OneCycleLR,
-    "CosineAnnealingLR": torch.optim.lr_scheduler.CosineAnnealingLR,
+    "CosineAnnealingLR": CosineAnnealingLR,
     None: None,
 }
 
@@ -117,7 +118,7 @@ def test_every_optimizer_and_scheduler_trains(tmp_path, optimizer: str, schedule
 
 def test_one_cycle_peaks_at_the_optimizers_learning_rate() -> None:
     optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.02)
-    schedule = OneCycleLR(optimizer, total_steps=100)
+    schedule = OneCycleLR(optimizer, total_steps=100)  # max_lr unset: the optimizer's
     rates = []
     for _ in range(100):
         rates.append(optimizer.param_groups[0]["lr"])

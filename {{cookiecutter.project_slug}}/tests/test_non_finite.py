@@ -19,7 +19,7 @@ from {{ cookiecutter.package_name }}.data import DigitsDataModule
 from {{ cookiecutter.package_name }}.engine import non_finite
 from {{ cookiecutter.package_name }}.engine.non_finite import NonFiniteLossError, StopOnNonFiniteLoss
 from {{ cookiecutter.package_name }}.models import SmallCNN
-from {{ cookiecutter.package_name }}.module import Classifier
+from {{ cookiecutter.package_name }}.tasks import Classification
 
 from conftest import run_train_py, train
 
@@ -28,18 +28,18 @@ SHORT = ("--trainer.limit_train_batches", str(STEPS_PER_EPOCH), "--trainer.limit
 LOG_EVERY = 10  # the default config's trainer.log_every_n_steps
 
 
-def loss_times(factor: float, at_step: int, monkeypatch: pytest.MonkeyPatch) -> list[Classifier]:
+def loss_times(factor: float, at_step: int, monkeypatch: pytest.MonkeyPatch) -> list[Classification]:
     """Multiplies the training loss of one step by ``factor``; returns the modules that trained."""
-    trained: list[Classifier] = []
-    training_step = Classifier.training_step
+    trained: list[Classification] = []
+    training_step = Classification.training_step
 
-    def scaled(self: Classifier, batch: object, batch_idx: int) -> torch.Tensor:
+    def scaled(self: Classification, batch: object, batch_idx: int) -> torch.Tensor:
         if not trained:
             trained.append(self)
         loss = training_step(self, batch, batch_idx)
         return loss * factor if self.global_step == at_step else loss
 
-    monkeypatch.setattr(Classifier, "training_step", scaled)
+    monkeypatch.setattr(Classification, "training_step", scaled)
     return trained
 
 
@@ -108,7 +108,8 @@ class Scaled16Mixed(MixedPrecision):
 
 def fit_with_scaler(factor: float, at_step: int, monkeypatch: pytest.MonkeyPatch) -> L.Trainer:
     loss_times(factor, at_step, monkeypatch)
-    module = Classifier(SmallCNN(10, in_channels=1), 10, functools.partial(torch.optim.AdamW, lr=1e-3))
+    optimizer = functools.partial(torch.optim.AdamW, lr=1e-3)
+    module = Classification(net=SmallCNN(10, in_channels=1), num_classes=10, optimizer=optimizer)
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_epochs=1, limit_train_batches=8, limit_val_batches=1,
         logger=False, enable_checkpointing=False,  # nothing written into the project

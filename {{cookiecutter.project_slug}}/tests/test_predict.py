@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from {{ cookiecutter.package_name }}.engine.cli import TrainCLI
-from {{ cookiecutter.package_name }}.engine.predict import COLUMNS, CsvPredictionWriter
-from {{ cookiecutter.package_name }}.module import Classifier
+from {{ cookiecutter.package_name }}.engine.predict import CsvPredictionWriter
+from {{ cookiecutter.package_name }}.tasks import Classification
 
 from conftest import TINY_RUN, RunCLI, train
 
@@ -31,11 +31,11 @@ def test_predictions_cover_the_test_split_and_score_as_the_test_did(
 
     rows = read_rows(path)
     test_split = cli.datamodule.splits["test"]
-    assert tuple(rows[0]) == COLUMNS
+    assert tuple(rows[0]) == ("index", "prediction", "probability", "target")
     assert [int(row["index"]) for row in rows] == list(range(len(test_split)))
-    assert [int(row["label"]) for row in rows] == test_split.labels.tolist()
+    assert [int(row["target"]) for row in rows] == test_split.labels.tolist()  # the digits' names
     assert all(0 <= int(row["prediction"]) < 10 and 0.1 <= float(row["probability"]) <= 1 for row in rows)
-    accuracy = sum(row["prediction"] == row["label"] for row in rows) / len(rows)
+    accuracy = sum(row["prediction"] == row["target"] for row in rows) / len(rows)
     assert accuracy > 0.3  # chance is 0.1
     assert accuracy == pytest.approx(trained_run.trainer.callback_metrics["test/acc"].item(), abs=1e-6)
     assert f"Predictions: {path}  ({len(rows)} rows, accuracy {accuracy:.4f}" in capsys.readouterr().out
@@ -43,8 +43,8 @@ def test_predictions_cover_the_test_split_and_score_as_the_test_did(
     assert cli.trainer.global_step == 0 and not (tmp_path / "logs").exists()
 
 
-def test_unlabelled_data_leaves_the_label_column_empty(trained_run: TrainCLI, tmp_path: Path) -> None:
-    model = Classifier.load_from_checkpoint(trained_run.trainer.checkpoint_callback.best_model_path)
+def test_unlabelled_data_writes_no_target_column(trained_run: TrainCLI, tmp_path: Path) -> None:
+    model = Classification.load_from_checkpoint(trained_run.trainer.checkpoint_callback.best_model_path)
     images = trained_run.datamodule.splits["test"].images[:40]  # bare tensors, no labels
     writer = CsvPredictionWriter(tmp_path / "unlabelled.csv")
     trainer = L.Trainer(accelerator="cpu", callbacks=[writer], logger=False, enable_progress_bar=False)
@@ -52,7 +52,7 @@ def test_unlabelled_data_leaves_the_label_column_empty(trained_run: TrainCLI, tm
 
     rows = read_rows(writer.path)
     assert [int(row["index"]) for row in rows] == list(range(40))
-    assert {row["label"] for row in rows} == {""} and writer.labelled == 0
+    assert "target" not in rows[0] and "accuracy" not in writer.summary()
     model.eval()
     with torch.no_grad():
         expected = model(images).argmax(dim=1).tolist()

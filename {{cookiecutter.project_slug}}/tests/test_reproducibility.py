@@ -16,7 +16,7 @@ from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from {{ cookiecutter.package_name }}.engine.cli import TrainCLI
-from {{ cookiecutter.package_name }}.module import Classifier
+from {{ cookiecutter.package_name }}.tasks import Classification
 
 from conftest import CONSTANT_LR, run_train_py, train
 
@@ -59,11 +59,11 @@ def test_the_same_seed_gives_bit_identical_weights_and_metrics(tmp_path: Path) -
 
 
 def press_ctrl_c_when_epoch_starts(epoch: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    def on_train_epoch_start(self: Classifier) -> None:
+    def on_train_epoch_start(self: Classification) -> None:
         if self.current_epoch == epoch:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(Classifier, "on_train_epoch_start", on_train_epoch_start)
+    monkeypatch.setattr(Classification, "on_train_epoch_start", on_train_epoch_start)
 
 
 @pytest.mark.parametrize("scheduler", ["null", "default"])
@@ -89,14 +89,14 @@ def test_a_resumed_run_ends_with_the_weights_of_one_that_never_stopped(
 def test_ctrl_c_leaves_a_checkpoint_that_resumes_and_finishes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    training_step = Classifier.training_step
+    training_step = Classification.training_step
 
-    def interrupted_mid_epoch(self: Classifier, batch: object, batch_idx: int) -> torch.Tensor:
+    def interrupted_mid_epoch(self: Classification, batch: object, batch_idx: int) -> torch.Tensor:
         if self.global_step == STEPS_PER_EPOCH + 2:
             raise KeyboardInterrupt
         return training_step(self, batch, batch_idx)
 
-    monkeypatch.setattr(Classifier, "training_step", interrupted_mid_epoch)
+    monkeypatch.setattr(Classification, "training_step", interrupted_mid_epoch)
     with pytest.raises(SystemExit) as exit_info:
         train(tmp_path, "--trainer.max_epochs", "3", *EXACT)
     monkeypatch.undo()

@@ -24,18 +24,15 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 from {{ cookiecutter.package_name }}.engine import dashboards
 from {{ cookiecutter.package_name }}.engine.cli import TrainCLI
-from {{ cookiecutter.package_name }}.engine.dashboards import (
-    ConfusionMatrixImage,
-    EpochThroughput,
-    MisclassifiedExamples,
-)
+from {{ cookiecutter.package_name }}.engine.dashboards import EpochThroughput
 from {{ cookiecutter.package_name }}.engine.drawing import (
     FONT,
     colormap,
     render_confusion_matrix,
     render_grid,
 )
-from {{ cookiecutter.package_name }}.module import Classifier
+from {{ cookiecutter.package_name }}.tasks import Classification
+from {{ cookiecutter.package_name }}.tasks.dashboards import ConfusionMatrixImage, MisclassifiedExamples
 
 from conftest import NUM_CLASSES, TINY_RUN, train
 
@@ -204,7 +201,7 @@ def test_throughput_sums_the_samples_of_all_processes_per_second_of_training() -
 
 def test_image_callbacks_do_nothing_without_tensorboard_or_during_the_sanity_check(tmp_path: Path) -> None:
     logits, batch = torch.randn(8, 10), (torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,)))
-    module: Any = SimpleNamespace(device=torch.device("cpu"), hparams={"num_classes": 10})
+    module: Any = SimpleNamespace(device=torch.device("cpu"), num_classes=10)
     for loggers in ([], [CSVLogger(tmp_path)]):
         trainer: Any = SimpleNamespace(loggers=loggers, datamodule=None, sanity_checking=False)
         matrix, misclassified = ConfusionMatrixImage(), MisclassifiedExamples()
@@ -287,7 +284,7 @@ def test_tensorboard_serves_the_validation_confusion_matrix_of_each_epoch(
     assert len(steps) == 2  # one per epoch, none for the sanity check
     # The newest image is the confusion matrix of the final weights on the validation split.
     last = Path(run.trainer.checkpoint_callback.dirpath) / "last.ckpt"
-    model = Classifier.load_from_checkpoint(last, map_location="cpu").eval()
+    model = Classification.load_from_checkpoint(last, map_location="cpu").eval()
     split = run.datamodule.splits["val"]
     with torch.no_grad():
         matrix = MulticlassConfusionMatrix(NUM_CLASSES)(model(split.images), split.labels)

@@ -8,7 +8,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from {{ cookiecutter.package_name }}.engine.cli import TrainCLI
-from {{ cookiecutter.package_name }}.module import Classifier
+from {{ cookiecutter.package_name }}.tasks import Classification
 
 from conftest import NUM_CLASSES, PRECISION, SHORT_RUN_MIN_VAL_ACC, TINY_RUN, train
 
@@ -37,7 +37,7 @@ def test_best_and_last_checkpoints_are_written_and_reload(run: TrainCLI) -> None
     assert best.is_file() and last.is_file() and best != last
     # last.ckpt holds the final epoch, whether or not it was the best one.
     assert torch.load(last, weights_only=True)["global_step"] == run.trainer.global_step
-    restored = Classifier.load_from_checkpoint(best, map_location="cpu")
+    restored = Classification.load_from_checkpoint(best, map_location="cpu")
     assert restored.hparams.num_classes == NUM_CLASSES
     assert type(restored.net) is type(run.model.net)  # rebuilt from the config saved in the checkpoint
     state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]

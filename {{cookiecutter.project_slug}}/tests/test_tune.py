@@ -65,7 +65,7 @@ def test_a_study_runs_its_trials_and_writes_the_best_config(tmp_path: Path, caps
         train(tmp_path, "--config", str(best), "--print_config")
     assert exit_info.value.code == 0
     config = yaml.safe_load(capsys.readouterr().out)
-    assert config["model"]["net"]["init_args"]["width"] == study.best_params[WIDTH]
+    assert config["model"]["init_args"]["net"]["init_args"]["width"] == study.best_params[WIDTH]
     assert config["trainer"]["max_epochs"] == 2
 
 

@@ -1,9 +1,10 @@
 """Networks as plain ``nn.Module``s: no Lightning here, so they can be reused anywhere.
 
-A network is chosen with ``model.net.class_path``. Its constructor takes ``num_classes`` and
-returns logits of shape (batch, num_classes); the CLI fills ``num_classes`` and, where the
-network asks for them by name, ``in_channels``, ``cardinalities`` and ``num_numeric``, from the
-DataModule's attributes of the same name. Any other argument is a config key.
+A network is chosen with ``model.net.class_path``. Sizes that the data declares (``num_classes``,
+``num_outputs``, ``num_features``, ``in_channels``, ``cardinalities``, ...; see ``engine/sizes.py``)
+are passed by name to the constructor that takes them; any other argument is a config key. The
+output is what the task expects: class logits (batch, num_classes) for classification, values
+(batch, num_outputs) for regression.
 """
 
 from collections.abc import Sequence
@@ -78,3 +79,21 @@ class EmbeddingMLP(nn.Module):
         codes, numeric = x[:, : self.num_categorical].long(), x[:, self.num_categorical :]
         embedded = [embedding(codes[:, column]) for column, embedding in enumerate(self.embeddings)]
         return self.mlp(torch.cat([*embedded, numeric.float()], dim=1))
+
+
+class MLP(nn.Module):
+    """Fully connected layers over a vector of ``num_features`` numbers: table rows, embeddings, signals."""
+
+    def __init__(
+        self, num_features: int, num_outputs: int, hidden: int = 64, depth: int = 2, dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"model.net.init_args.depth must be at least 1, got {depth}")
+        layers: list[nn.Module] = [nn.Flatten()]
+        for width_in in [num_features] + [hidden] * (depth - 1):
+            layers += [nn.Linear(width_in, hidden), nn.ReLU(), nn.Dropout(dropout)]
+        self.layers = nn.Sequential(*layers, nn.Linear(hidden, num_outputs))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)

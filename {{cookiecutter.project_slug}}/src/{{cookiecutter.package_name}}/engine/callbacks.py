@@ -74,8 +74,24 @@ def clock(seconds: float) -> str:
 
 
 def model_checkpoint(trainer: L.Trainer) -> ModelCheckpoint | None:
-    """The first ``ModelCheckpoint``: the one that keeps the best and the last checkpoints."""
-    return next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)  # type: ignore[attr-defined]
+    """The ``ModelCheckpoint`` that keeps the best checkpoint (by the monitored metric), else the first."""
+    checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]  # type: ignore[attr-defined]
+    return next((c for c in checkpoints if c.monitor), checkpoints[0] if checkpoints else None)
+
+
+class ExampleInputsInCheckpoint(Callback):
+    """Gives any module the data's example inputs (for the summary and the graph) and keeps them in
+    every checkpoint: export traces and checks the network with real inputs of the right dtype."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if pl_module.example_input_array is None and trainer.datamodule is not None:
+            pl_module.example_input_array = getattr(trainer.datamodule, "example_input_array", None)
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if isinstance(pl_module.example_input_array, torch.Tensor):
+            checkpoint["example_input_array"] = pl_module.example_input_array.detach().cpu()
 
 
 class RandomStateInCheckpoint(Callback):

@@ -16,11 +16,12 @@ from pathlib import Path
 import lightning as L
 import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from {{ cookiecutter.package_name }}.engine.callbacks import (
+    ExampleInputsInCheckpoint,
     InterruptCheckpoint,
     RandomStateInCheckpoint,
     model_checkpoint,
@@ -39,8 +40,7 @@ from {{ cookiecutter.package_name }}.engine.non_finite import (
 )
 from {{ cookiecutter.package_name }}.engine.predict import evaluate_checkpoint, predict_to_csv
 from {{ cookiecutter.package_name }}.engine.short_help import short_help
-from {{ cookiecutter.package_name }}.engine.train_cli import COMMANDS, TrainCLI
-from {{ cookiecutter.package_name }}.module import Classifier
+from {{ cookiecutter.package_name }}.engine.train_cli import COMMANDS, ModelWithoutNetError, TrainCLI
 
 __all__ = ["COMMANDS", "TrainCLI", "main"]
 
@@ -77,16 +77,61 @@ def project_help(default_config: Path, argv: list[str]) -> str:
 def evaluate(cli: TrainCLI) -> None:
     """``validate``, ``test`` and ``predict`` (or ``--predict_path``): the checkpoint's model on the
     config's data; the metrics are printed, the predictions written to their CSV file."""
-    trainer, model_class, ckpt_path = cli.trainer, type(cli.model), cli.config.ckpt_path
+    trainer, ckpt_path = cli.trainer, cli.config.ckpt_path
     if cli.config.predict_path is not None:
-        writer = predict_to_csv(trainer, model_class, ckpt_path, cli.datamodule, cli.config.predict_path)
+        writer = predict_to_csv(trainer, ckpt_path, cli.datamodule, cli.config.predict_path)
         end_process_group()
         report(writer.summary())
         return
     split = "val" if cli.command == "validate" else "test"
-    metrics = evaluate_checkpoint(trainer, model_class, ckpt_path, cli.datamodule, split)
+    metrics = evaluate_checkpoint(trainer, ckpt_path, cli.datamodule, split)
     end_process_group()
     report(results_line(split, metrics))
+
+
+def build_cli(
+    default_config: Path,
+    argv: list[str],
+    command: str | None,
+    in_process: bool,
+    callbacks: Sequence[Callback],
+    net_links: bool,
+) -> TrainCLI:
+    """LightningCLI with this project's parser, any LightningModule at ``model.class_path``, and the
+    callbacks that the guarantees of a run rest on."""
+    return TrainCLI(
+        L.LightningModule,
+        L.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
+        args=argv,
+        in_process=in_process,
+        command=command,
+        net_links=net_links,
+        auto_configure_optimizers=False,  # the optimizer and schedule are the model's arguments
+        parser_class=ConciseErrorParser,
+        parser_kwargs={"default_config_files": [str(default_config)]},
+        # Each run logs to a new version directory; fit and test of one run share it.
+        save_config_kwargs={"overwrite": True},
+        # Added to whatever trainer.callbacks lists: the guarantees of resume and of a clean stop
+        # must not depend on a config file that replaces the list.
+        trainer_defaults={
+            "callbacks": [
+                RandomStateInCheckpoint(),
+                ExampleInputsInCheckpoint(),
+                InterruptCheckpoint(),
+                StopOnNonFiniteLoss(),
+                # last.ckpt, rewritten every epoch, to resume from (save_last on the best checkpoint
+                # would only rewrite it when the best one changes)
+                ModelCheckpoint(filename="last", enable_version_counter=False),
+                *callbacks,
+            ],
+            # Checkpoints that a crash or a full disk cannot half-write; a class path, not an instance,
+            # so that it shows in --print_config and in each run's config.yaml.
+            "plugins": [{"class_path": f"{AtomicCheckpointIO.__module__}.AtomicCheckpointIO"}],
+        },
+    )
 
 
 def main(default_config: Path, args: list[str] | None = None, callbacks: Sequence[Callback] = ()) -> TrainCLI:
@@ -110,39 +155,17 @@ def main(default_config: Path, args: list[str] | None = None, callbacks: Sequenc
     elif asked is not None:
         print(project_help(default_config, [*argv[:asked], *argv[asked + 1 :]]))
         raise SystemExit(0)
-    cli = TrainCLI(
-        Classifier,
-        L.LightningDataModule,
-        subclass_mode_data=True,
-        run=False,
-        args=argv,
-        in_process=args is not None,
-        command=command,
-        auto_configure_optimizers=False,  # the optimizer and schedule are the model's arguments
-        parser_class=ConciseErrorParser,
-        parser_kwargs={"default_config_files": [str(default_config)]},
-        # Each run logs to a new version directory; fit and test of one run share it.
-        save_config_kwargs={"overwrite": True},
-        # Added to whatever trainer.callbacks lists: the guarantees of resume and of a clean stop
-        # must not depend on a config file that replaces the list.
-        trainer_defaults={
-            "callbacks": [
-                RandomStateInCheckpoint(),
-                InterruptCheckpoint(),
-                StopOnNonFiniteLoss(),
-                *callbacks,
-            ],
-            # Checkpoints that a crash or a full disk cannot half-write; a class path, not an instance,
-            # so that it shows in --print_config and in each run's config.yaml.
-            "plugins": [{"class_path": f"{AtomicCheckpointIO.__module__}.AtomicCheckpointIO"}],
-        },
-    )
+    try:
+        cli = build_cli(default_config, argv, command, args is not None, callbacks, net_links=True)
+    except ModelWithoutNetError:  # a module of its own, without `net`: nothing to pass sizes to there
+        cli = build_cli(default_config, argv, command, args is not None, callbacks, net_links=False)
     trainer = cli.trainer
     report(
         f"Hardware: {type(trainer.accelerator).__name__} x{trainer.num_devices}"
         + (f" x {trainer.num_nodes} nodes" if trainer.num_nodes > 1 else "")
         + f", {type(trainer.strategy).__name__}, precision {trainer.precision},"
-        f" TF32 matmuls {'on' if cli.tf32 else 'off'}"
+        f" TF32 matmuls {'on' if cli.tf32 else 'off'},"
+        f" cuDNN autotuner {'on' if cli.config.trainer.benchmark else 'off'}"
     )
     checkpoint = model_checkpoint(trainer)
     if cli.config.ckpt_path is not None:

@@ -11,8 +11,6 @@ import yaml
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LightningArgumentParser
 
-from {{ cookiecutter.package_name }}.module import Classifier
-
 
 def yaml_error(args: Sequence[str]) -> str | None:
     """``FILE:LINE: problem`` for the first ``--config`` file that is not valid YAML.
@@ -40,14 +38,6 @@ def names_a_setting(error: Exception) -> bool:
     """
     names_a_key = re.search(r"\b(model|data|trainer)\.\w", str(error)) is not None
     return isinstance(error, MisconfigurationException) or names_a_key
-
-
-def check_optimizer(model: Classifier) -> None:
-    """Builds the optimizer once, so that a value it rejects (``lr: -1``) stops before any work."""
-    try:
-        model.make_optimizer(model.parameters())
-    except ValueError as error:
-        raise ValueError(f"model.optimizer: {error}") from error
 
 
 def concise(message: str) -> str:

@@ -20,6 +20,8 @@ CHATTER = (
     # Logged while the progress bar is live, which makes Rich print the bar a second time;
     # main() says how training ended once the bar is gone.
     "`Trainer.fit` stopped",
+    # A task's dashboards, attached again for the test after fit: the same callbacks, not a clash.
+    "The following callbacks returned in `LightningModule.configure_callbacks`",
 )
 """Lines of Lightning's that say nothing the hardware line and main() do not say better."""
 
@@ -28,6 +30,9 @@ IGNORED_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",
     # Raised inside Lightning's all_gather by newer torch versions.
     r"torch\.distributed\.nn\.functional\.all_gather is deprecated",
+    # The tasks log epoch values that torchmetrics already reduced over the processes (tasks/base.py);
+    # Lightning, which reads them after the hook, advises sync_dist, which would reduce them again.
+    r"It is recommended to use `self\.log\('(train|val|test)/",
     # cli.main hands LightningCLI the command line without its subcommand, on purpose.
     r"LightningCLI's args parameter is intended to run from within Python",
 )

@@ -5,7 +5,7 @@ or all of them wait forever): a collective (all-reduce, all-gather, barrier, tor
 ``compute``) runs only in a hook that every process calls, never behind ``is_global_zero`` or in
 a callback that works on rank 0 alone (the progress bar, a logger). Whatever is logged is already
 the same on every process, so reading logged metrics never starts a collective: hence no
-``sync_dist=True`` (see ``Classifier._log_epoch_metrics``).
+``sync_dist=True`` (see ``Task.log_epoch`` in ``tasks/base.py``).
 """
 
 import signal

@@ -18,10 +18,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
+import lightning as L
 import torch
 from torch import Tensor, nn
 
-from {{ cookiecutter.package_name }}.module import Classifier
+from {{ cookiecutter.package_name }}.engine.sizes import load_module
 
 ATOL = RTOL = 1e-4
 """Parity tolerance on the logits: other runtimes sum in another order, float32 agrees to ~1e-6."""
@@ -64,8 +65,13 @@ def batch_dimension() -> dict[int, torch.export.Dim]:
 
 
 def to_torchscript(net: nn.Module, example: Tensor, path: Path) -> Runner:
-    """Traced: records the tensor operations of one call, which suits networks without branches."""
-    torch.jit.save(torch.jit.trace(net, example), str(path))
+    """Traced: records the tensor operations of one call, which suits networks without branches.
+    A LightningModule traces through its own ``to_torchscript``, which skips its Trainer."""
+    if isinstance(net, L.LightningModule):
+        traced = net.to_torchscript(method="trace", example_inputs=example)
+    else:
+        traced = torch.jit.trace(net, example)
+    torch.jit.save(traced, str(path))
     return torch.jit.load(str(path), map_location="cpu")
 
 
@@ -76,7 +82,8 @@ def to_torch_export(net: nn.Module, example: Tensor, path: Path) -> Runner:
 
 
 def to_onnx(net: nn.Module, example: Tensor, path: Path) -> Runner:
-    """The ``torch.export``-based exporter; the input is named ``input``, the output ``logits``."""
+    """The ``torch.export``-based exporter; the input is named ``input``, the output as the task says
+    (its ``output_name``: ``logits``, ``prediction``), else ``output``."""
     try:
         import onnxruntime
         import onnxscript  # noqa: F401  (the exporter needs it)
@@ -88,7 +95,7 @@ def to_onnx(net: nn.Module, example: Tensor, path: Path) -> Runner:
         str(path),
         dynamo=True,
         input_names=["input"],
-        output_names=["logits"],
+        output_names=[getattr(net, "output_name", "output")],
         dynamic_shapes=(batch_dimension(),),
         external_data=False,  # the weights inside the one file
         verbose=False,
@@ -105,18 +112,19 @@ EXPORTERS: dict[str, Callable[[nn.Module, Tensor, Path], Runner]] = {
 
 
 def load_network(ckpt_path: Path) -> tuple[nn.Module, Tensor]:
-    """The plain network of a ``Classifier`` checkpoint, in eval mode, and the example inputs it keeps."""
+    """The checkpoint's module, whatever its class, in eval mode, and the example inputs it keeps;
+    what is exported is its ``forward``."""
     try:
         # Uncompiled: exporters trace the network's own code. The weights are the same.
-        model = Classifier.load_from_checkpoint(ckpt_path, map_location="cpu", compile=False)
+        model = load_module(ckpt_path, compile=False)
         examples = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("example_input_array")
     except Exception as error:  # a file of any other kind fails in many ways: name the first
         first_sentence = str(error).strip().split("\n")[0].split(". ")[0]
-        reason = f"not a Classifier checkpoint ({type(error).__name__}: {first_sentence})"
+        reason = f"not a checkpoint of train.py ({type(error).__name__}: {first_sentence})"
         raise ExportError(f"ckpt_path: '{ckpt_path}' is {reason}", status=2) from None
     if not isinstance(examples, Tensor) or len(examples) < 1:
         raise ExportError(f"ckpt_path: '{ckpt_path}' keeps no example inputs to export with", status=2)
-    return model.net.eval(), examples
+    return model.eval(), examples
 
 
 def batch_of(examples: Tensor, size: int) -> Tensor:

@@ -35,3 +35,9 @@ def enable_tf32_if_supported(accelerator: object) -> bool:
         return False
     torch.set_float32_matmul_precision("high")
     return True
+
+
+def auto_benchmark(accelerator: object, deterministic: object) -> bool:
+    """cuDNN's autotuner on CUDA unless the run must be deterministic: it times each convolution's
+    algorithms once per input shape and keeps the fastest, which pays off for fixed shapes."""
+    return uses_cuda(accelerator) and deterministic in (False, None)

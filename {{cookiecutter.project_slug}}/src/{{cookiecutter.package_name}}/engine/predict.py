@@ -18,105 +18,100 @@ from torchmetrics.utilities.distributed import gather_all_tensors
 
 from {{ cookiecutter.package_name }}.engine.checkpoint_io import replacing
 from {{ cookiecutter.package_name }}.engine.run_files import RunFiles
-
-COLUMNS = ("index", "prediction", "probability", "label")
-NO_LABEL = -1
+from {{ cookiecutter.package_name }}.engine.sizes import load_module
 
 
 class CsvPredictionWriter(BasePredictionWriter):
-    """Writes one row per sample, in the order of the predicted split: its index there, the
-    predicted class, that class's probability, and the true label where the data has one (else
-    the cell stays empty). Classes are written by name where the DataModule has ``class_names``.
+    """Writes one row per sample, in the order of the predicted split: its index there, then what the
+    module's ``predict_step`` returns for it (a tensor, or a dict of them: one column per name, or
+    per name and output where a sample has several). A module may name its values for people
+    (``prediction_columns``, e.g. class names) and score the file (``score_predictions``).
 
-    Each batch leaves four numbers per sample on the CPU, not the model's whole output. Under DDP
-    every process predicts its own share of the split, the shares of unequal sizes; at the end
-    rank 0 gathers them and alone writes the file.
+    Each batch's values move to the CPU as they come. Under DDP every process predicts its own
+    share of the split; at the end rank 0 gathers the shares and alone writes the file.
     """
 
     def __init__(self, path: str | Path) -> None:
         super().__init__(write_interval="batch")
         self.path = Path(path)
-        self.rows = self.labelled = self.correct = 0
-        self._columns: dict[str, list[Tensor]] = {}
+        self.rows = 0
+        self.score = ""
+        self._parts: dict[str, list[Tensor]] = {}
 
     def on_predict_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)  # fails now rather than after the work
-        dtypes = {"probability": torch.float}
-        self._columns = {name: [torch.empty(0, dtype=dtypes.get(name, torch.long))] for name in COLUMNS}
+        self._parts = {}
 
     def write_on_batch_end(
         self,
         trainer: L.Trainer,
         pl_module: L.LightningModule,
-        prediction: dict[str, Tensor],
+        prediction: dict[str, Tensor] | Tensor,
         batch_indices: Sequence[int] | None,
         batch: Any,
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        chosen = prediction["prediction"].cpu()
+        values = prediction if isinstance(prediction, dict) else {"prediction": prediction}
+        count = len(next(iter(values.values())))
         if batch_indices:
             index = torch.as_tensor(batch_indices)
         else:  # an IterableDataset: samples are numbered in the order they arrive
-            seen = sum(len(part) for part in self._columns["index"])
-            index = torch.arange(seen, seen + len(chosen))
-        probability = prediction["probability"].cpu().gather(1, chosen[:, None]).squeeze(1)
-        label = prediction["label"].cpu() if "label" in prediction else torch.full_like(chosen, NO_LABEL)
-        for name, values in zip(COLUMNS, (index, chosen, probability, label), strict=True):
-            self._columns[name].append(values)
+            seen = sum(len(part) for part in self._parts.get("index", []))
+            index = torch.arange(seen, seen + count)
+        for name, value in {"index": index, **values}.items():
+            self._parts.setdefault(name, []).append(value.detach().cpu())
 
     def on_predict_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        columns = {name: torch.cat(parts) for name, parts in self._columns.items()}
-        self._columns = {}
+        columns = {name: torch.cat(parts) for name, parts in self._parts.items()}
+        self._parts = {}
         if trainer.world_size > 1:  # on the module's device: NCCL gathers GPU tensors only
             columns = {
                 name: torch.cat(gather_all_tensors(values.to(pl_module.device))).cpu()
                 for name, values in columns.items()
             }
-        if not trainer.is_global_zero:
+        if not trainer.is_global_zero or not columns:
             return
         order = columns["index"].argsort()
         columns = {name: values[order] for name, values in columns.items()}
-        names = getattr(trainer.datamodule, "class_names", None)
-        class_name = (lambda number: names[number]) if names is not None else (lambda number: number)
+        named = getattr(pl_module, "prediction_columns", plain_columns)(columns)
         text = StringIO(newline="")
         writer = csv_writer(text)
-        writer.writerow(COLUMNS)
-        rows = zip(*(columns[name].tolist() for name in COLUMNS), strict=True)
-        for index, predicted, probability, label in rows:
-            writer.writerow(
-                (
-                    index,
-                    class_name(predicted),
-                    f"{probability:.6f}",
-                    "" if label == NO_LABEL else class_name(label),
-                )
-            )
+        writer.writerow(named)
+        writer.writerows(zip(*named.values(), strict=True))
         with replacing(self.path) as file:  # a file replaced with --predict_overwrite is never half-written
             file.write(text.getvalue().encode("utf-8"))
-        labelled = columns["label"] != NO_LABEL
-        self.rows, self.labelled = len(order), int(labelled.sum())
-        self.correct = int((columns["prediction"] == columns["label"])[labelled].sum())
+        self.rows = len(order)
+        score = getattr(pl_module, "score_predictions", None)
+        self.score = score(columns) if score is not None else ""
 
     def summary(self) -> str:
-        scored = f", accuracy {self.correct / self.labelled:.4f} against the labels" if self.labelled else ""
-        return f"Predictions: {self.path}  ({self.rows} rows{scored})"
+        return f"Predictions: {self.path}  ({self.rows} rows{f', {self.score}' if self.score else ''})"
 
 
-def model_without_run_files(
-    trainer: L.Trainer, model_class: type[L.LightningModule], ckpt_path: str
-) -> L.LightningModule:
+def plain_columns(columns: dict[str, Tensor]) -> dict[str, list[Any]]:
+    """One CSV column per name, or per name and output (``name_0``, ``name_1``, ...) for 2-D values."""
+    plain: dict[str, list[Any]] = {}
+    for name, values in columns.items():
+        if values.dim() <= 1:
+            plain[name] = [f"{value:.6g}" if isinstance(value, float) else value for value in values.tolist()]
+        else:
+            for column, part in enumerate(values.flatten(1).unbind(dim=1)):
+                plain |= plain_columns({f"{name}_{column}": part})
+    return plain
+
+
+def model_without_run_files(trainer: L.Trainer, ckpt_path: str) -> L.LightningModule:
     """The checkpoint's model, and a Trainer that writes no run files (logs, config, summaries):
     predicting and evaluating a checkpoint leave only what they were asked for."""
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, SaveConfigCallback | RunFiles)]
     trainer.loggers = []
-    return model_class.load_from_checkpoint(ckpt_path, map_location="cpu")
+    return load_module(ckpt_path)
 
 
 def predict_to_csv(
     trainer: L.Trainer,
-    model_class: type[L.LightningModule],
     ckpt_path: str,
     datamodule: L.LightningDataModule,
     path: str | Path,
@@ -125,7 +120,7 @@ def predict_to_csv(
     says of the model; the data comes from the config, as in training. Writes the CSV file and
     nothing else: no logs, no config.
     """
-    model = model_without_run_files(trainer, model_class, ckpt_path)
+    model = model_without_run_files(trainer, ckpt_path)
     writer = CsvPredictionWriter(path)
     trainer.callbacks = [*trainer.callbacks, writer]
     trainer.predict(model, datamodule=datamodule, return_predictions=False)
@@ -134,7 +129,6 @@ def predict_to_csv(
 
 def evaluate_checkpoint(
     trainer: L.Trainer,
-    model_class: type[L.LightningModule],
     ckpt_path: str,
     datamodule: L.LightningDataModule,
     split: str,
@@ -142,7 +136,7 @@ def evaluate_checkpoint(
     """Validates or tests the model that the checkpoint describes (``split``: ``val`` or ``test``) on
     the config's data, and returns the metrics. Like predicting, it writes nothing: no logs, no run
     directory, no summary files; the numbers are printed."""
-    model = model_without_run_files(trainer, model_class, ckpt_path)
+    model = model_without_run_files(trainer, ckpt_path)
     evaluate = trainer.validate if split == "val" else trainer.test
     evaluate(model, datamodule=datamodule, verbose=False)
     return dict(trainer.callback_metrics)

@@ -5,39 +5,47 @@ The hooks below run in the order LightningCLI calls them: ``add_arguments_to_par
 ``parse_arguments``, ``before_instantiate_classes``, ``instantiate_classes``.
 """
 
-import importlib
 import sys
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelSummary, ProgressBar
+from lightning.pytorch.callbacks import (
+    EarlyStopping,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    ModelSummary,
+    ProgressBar,
+)
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
 from {{ cookiecutter.package_name }}.engine.checkpoint_io import checkpoint_problem
-from {{ cookiecutter.package_name }}.engine.config_errors import check_optimizer, names_a_setting, yaml_error
+from {{ cookiecutter.package_name }}.engine.config_errors import names_a_setting, yaml_error
 from {{ cookiecutter.package_name }}.engine.datamodule import SeededDataModule
 from {{ cookiecutter.package_name }}.engine.distributed import (
     launches_this_command_again,
     set_collective_timeout,
 )
-from {{ cookiecutter.package_name }}.engine.hardware import auto_precision, enable_tf32_if_supported
+from {{ cookiecutter.package_name }}.engine.hardware import auto_benchmark, auto_precision, enable_tf32_if_supported
+from {{ cookiecutter.package_name }}.engine.non_finite import StopOnNonFiniteLoss
 from {{ cookiecutter.package_name }}.engine.run_identity import (
     checkpoint_misfit,
     experiment_dir,
     find_last,
     fix_run_dir,
 )
-from {{ cookiecutter.package_name }}.engine.sizes import DATA_SIZES, drop_sizes_not_taken, size_from_data
+from {{ cookiecutter.package_name }}.engine.sizes import SIZES, class_of, record_model_config, size_for
 
 
-def class_of(component: Namespace) -> type:
-    """The class that a ``class_path`` entry of the config names."""
-    module, _, name = component.class_path.rpartition(".")
-    return getattr(importlib.import_module(module), name)
+class ModelWithoutNetError(Exception):
+    """The model takes no ``net``: the CLI is built again without the links into one (see ``main``)."""
+
+
+def checkpoint_filename(monitor: str) -> str:
+    """The best checkpoint's file name, showing the metric that chose it: ``epoch07-val_loss0.0421``."""
+    return "epoch{epoch:02d}-" + monitor.replace("/", "_") + "{" + monitor + ":.4f}"
 
 
 COMMANDS = ("fit", "validate", "test", "predict")
@@ -46,10 +54,16 @@ COMMANDS = ("fit", "validate", "test", "predict")
 
 class TrainCLI(LightningCLI):
     def __init__(
-        self, *args: Any, in_process: bool = False, command: str | None = None, **kwargs: Any
+        self,
+        *args: Any,
+        in_process: bool = False,
+        command: str | None = None,
+        net_links: bool = True,
+        **kwargs: Any,
     ) -> None:
         self.in_process = in_process  # called with `args` (tests, tune.py), not as `python train.py`
         self.command = command
+        self.net_links = net_links  # links from the data into model.net (the shipped tasks have one)
         super().__init__(*args, **kwargs)
 
     @property
@@ -88,15 +102,35 @@ class TrainCLI(LightningCLI):
             " all-gather, barrier) before the run stops with an error naming it; null: 300 on CPU,"
             " 1800 on GPUs.",
         )
-        # Sizes that depend on the data are read from the DataModule, never typed twice.
-        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
-        parser.link_arguments("data.num_classes", "model.net.init_args.num_classes", apply_on="instantiate")
-        net_class = partial(lambda cli: class_of(cli.config.model.net), self)  # known once parsed
-        for size in DATA_SIZES:
-            compute = partial(size_from_data, size, net_class)
-            parser.link_arguments(
-                "data", f"model.net.init_args.{size}", compute_fn=compute, apply_on="instantiate"
-            )
+        parser.add_argument(
+            "--monitor",
+            type=str,
+            default="val/loss",
+            help="The metric that picks the best checkpoint and names it, stops early, drives a plateau"
+            " schedule and scores a tuning trial.",
+        )
+        parser.add_argument(
+            "--monitor_mode", type=Literal["min", "max"], default="min", help="min: lower is better"
+        )
+        # Written once, read by every callback that watches a metric and by the task.
+        parser.link_arguments("monitor", "trainer.callbacks.init_args.monitor")
+        parser.link_arguments("monitor_mode", "trainer.callbacks.init_args.mode")
+        parser.link_arguments(
+            "monitor", "trainer.callbacks.init_args.filename", compute_fn=checkpoint_filename
+        )
+        parser.link_arguments("monitor", "model.init_args.monitor")
+        parser.link_arguments("monitor_mode", "model.init_args.scheduler.init_args.mode")
+        # Sizes that the data declares go to the task and its network by name, never typed twice.
+        targets = [
+            ("model", "model.init_args", partial(lambda cli: class_of(cli.config.model.class_path), self))
+        ]
+        if self.net_links:
+            net = partial(lambda cli: class_of(cli.config.model.init_args.net.class_path), self)
+            targets.append(("model.net", "model.init_args.net.init_args", net))
+        for key, prefix, target in targets:
+            for size in SIZES:
+                compute = partial(size_for, size, key, target)
+                parser.link_arguments("data", f"{prefix}.{size}", compute_fn=compute, apply_on="instantiate")
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         error = yaml_error(sys.argv[1:] if args is None else args) if isinstance(args, list | None) else None
@@ -105,6 +139,8 @@ class TrainCLI(LightningCLI):
         super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
+        if self.net_links and "net" not in self.config.model.get("init_args", {}):
+            raise ModelWithoutNetError
         trainer = self.config.trainer
         ckpt_path = self.config.ckpt_path
         predict_path = self.config.predict_path
@@ -141,23 +177,30 @@ class TrainCLI(LightningCLI):
         if trainer.get("logger") is False:  # nothing to log the learning rate to
             switched_off += (LearningRateMonitor,)
         if switched_off and trainer.callbacks:
-            trainer.callbacks = [c for c in trainer.callbacks if not issubclass(class_of(c), switched_off)]
+            trainer.callbacks = [
+                c for c in trainer.callbacks if not issubclass(class_of(c.class_path), switched_off)
+            ]
+        defaults = self.trainer_defaults["callbacks"]
+        if trainer.get("enable_checkpointing") is False:  # the machinery's last.ckpt would clash with it
+            self.trainer_defaults["callbacks"] = [c for c in defaults if not isinstance(c, ModelCheckpoint)]
+        for callback in defaults:
+            if isinstance(callback, StopOnNonFiniteLoss):
+                callback.monitor = self.config.monitor
         if trainer.precision is None:
             trainer.precision = auto_precision(trainer.accelerator)
+        if trainer.benchmark is None:
+            trainer.benchmark = auto_benchmark(trainer.accelerator, trainer.deterministic)
         self.tf32 = enable_tf32_if_supported(trainer.accelerator)
 
     def instantiate_classes(self) -> None:
         """Turns a value that a constructor rejects into the same one-line error as a parse error."""
         try:
             super().instantiate_classes()
-            check_optimizer(self.model)
         except (ValueError, TypeError, MisconfigurationException) as error:
             if not names_a_setting(error):
                 raise  # a bug in the code being built keeps its traceback (the rule: names_a_setting)
             self.parser.error(str(error))
-        net_class = class_of(self.config.model.net)
-        drop_sizes_not_taken(net_class, self.config.model.net.init_args)  # the config.yaml of the run
-        drop_sizes_not_taken(net_class, self.model.hparams["net"]["init_args"])  # the checkpoints
+        record_model_config(self.model, self.config.model, self.datamodule)
         if self.config.ckpt_path is not None:
             checkpoint = Path(self.config.ckpt_path)
             misfit = checkpoint_misfit(checkpoint, self.config, self.model, self.datamodule, self.evaluating)
