@@ -13,11 +13,13 @@ import torch
 
 from {{ cookiecutter.package_name }}.engine import checkpoint_io
 from {{ cookiecutter.package_name }}.engine.checkpoint_io import AtomicCheckpointIO
+from {{ cookiecutter.package_name }}.engine.predict import plain_columns
+from {{ cookiecutter.package_name }}.engine.sizes import load_module
 
-from conftest import TINY_RUN, RunCLI
+from conftest import QUICK_MODEL, TINY_RUN, RunCLI
 
 SHORT_RUN = ("--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", *TINY_RUN)
-SHORT_RUN += ("--model.net.width", "8")
+SHORT_RUN += QUICK_MODEL
 LIGHTNING_KEYS = {"state_dict": {}, "hyper_parameters": {}, "optimizer_states": []}
 """What the checks before a run look for; enough for them, not for a real resume."""
 
@@ -220,6 +222,14 @@ def test_existing_predictions_are_replaced_only_when_asked(
     assert len(errors) == 1 and "exists; pass --predict_overwrite true" in errors[0], errors
     assert predictions.read_text() == "kept\n"
 
-    run_cli(*predict, "--predict_overwrite", "true")
-    assert predictions.read_text().startswith("index,prediction,probability,target")
+    cli = run_cli(*predict, "--predict_overwrite", "true")
+    # Replaced by the whole file: a header of the index and the module's columns, one row a sample.
+    model = load_module(checkpoint).eval()
+    with torch.no_grad():
+        returned = model.predict_step(next(iter(cli.datamodule.predict_dataloader())), 0)
+    values = returned if isinstance(returned, dict) else {"prediction": returned}
+    index = torch.arange(len(next(iter(values.values()))))
+    columns = getattr(model, "prediction_columns", plain_columns)({"index": index, **values})
+    header, *rows = predictions.read_text().splitlines()
+    assert header == ",".join(columns) and len(rows) == len(cli.datamodule.predict_dataloader().dataset)
     assert not list(tmp_path.glob(".*.partial"))

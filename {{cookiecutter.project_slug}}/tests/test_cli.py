@@ -1,42 +1,101 @@
 """The command line: defaults, overrides, config files, and errors that stop before any work."""
 
+import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
-import sklearn.datasets
 import torch
 import yaml
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torchmetrics import MetricCollection
 
 from {{ cookiecutter.package_name }}.engine.cli import TrainCLI
+from {{ cookiecutter.package_name }}.engine.non_finite import StopOnNonFiniteLoss
+from {{ cookiecutter.package_name }}.engine.sizes import SIZES, class_of, takes
+from {{ cookiecutter.package_name }}.tasks.base import Task
 from {{ cookiecutter.package_name }}.tasks.schedules import CosineAnnealingLR
 
-from conftest import CONSTANT_LR, INPUT_SHAPE, NUM_CLASSES, PRECISION, TINY_RUN, RunCLI
+from conftest import (
+    CONSTANT_LR,
+    DEFAULT_CONFIG,
+    INPUT_SHAPE,
+    PRECISION,
+    QUALITY,
+    QUICK_MODEL,
+    TINY_RUN,
+    RunCLI,
+)
+
+DEFAULT = yaml.safe_load(DEFAULT_CONFIG.read_text())
+SHORT_FIT = (
+    "fit", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
+    "--trainer.limit_val_batches", "1", *TINY_RUN,
+)  # fmt: skip
+
+
+def flat(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"lr": 1}}`` as ``{"model.lr": 1}``."""
+    items: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping) and value:
+            items.update(flat(value, f"{prefix}{key}."))
+        else:
+            items[f"{prefix}{key}"] = value
+    return items
+
+
+def plain(value: Any) -> Any:
+    """A size as a config holds it: tuples as lists."""
+    return list(value) if isinstance(value, tuple | list) else value
 
 
 def test_fast_dev_run_goes_through_fit_and_test(run_cli: RunCLI, capsys) -> None:
     cli = run_cli("--trainer.fast_dev_run", "true", *TINY_RUN)
     assert cli.trainer.state.finished and cli.trainer.global_step == 1
-    assert {"test/acc", "test/loss"} <= set(cli.trainer.callback_metrics)
+    assert "test/loss" in cli.trainer.callback_metrics
     assert f"precision {PRECISION}" in capsys.readouterr().out
 
 
 def test_data_sizes_are_linked_into_the_model_and_its_network(run_cli: RunCLI) -> None:
     cli = run_cli("--trainer.fast_dev_run", "true", *TINY_RUN)
-    assert cli.model.hparams.num_classes == cli.datamodule.num_classes == NUM_CLASSES
-    assert cli.model.net.head[-1].out_features == NUM_CLASSES
-    assert cli.model.net.features[0][0].in_channels == cli.datamodule.in_channels == INPUT_SHAPE[0]
+    declared = {name: plain(getattr(cli.datamodule, name)) for name in SIZES if hasattr(cli.datamodule, name)}
+    # What each was built with, as its checkpoint records it.
+    model_args, net_args = cli.model.hparams, cli.model.hparams["net"]["init_args"]
+    for built, arguments in ((type(cli.model), model_args), (type(cli.model.net), net_args)):
+        taken = {name for name in declared if takes(built, name) is not None}
+        assert taken, f"{built.__name__} takes none of the sizes {sorted(declared)} the data declares"
+        assert {name: plain(arguments[name]) for name in taken} == {name: declared[name] for name in taken}
+        assert not [name for name in SIZES if takes(built, name) is None and name in arguments]
     assert tuple(cli.model.example_input_array.shape[1:]) == INPUT_SHAPE  # real inputs, from the data
 
 
 class LinearNet(torch.nn.Module):
-    """A network of a user's own: it takes ``num_classes`` and any input shape."""
+    """A network of a user's own: it takes any input shape and every size the data may declare, each by
+    name and optional, and keeps what it was given. Its outputs: ``num_classes`` or ``num_outputs``."""
 
-    def __init__(self, num_classes: int, hidden: int = 16) -> None:
+    def __init__(
+        self,
+        num_classes: Any = None,
+        class_names: Any = None,
+        num_outputs: Any = None,
+        num_features: Any = None,
+        input_shape: Any = None,
+        in_channels: Any = None,
+        cardinalities: Any = None,
+        num_numeric: Any = None,
+        vocab_size: Any = None,
+        hidden: int = 16,
+    ) -> None:
         super().__init__()
+        if hidden < 1:
+            raise ValueError(f"model.net.init_args.hidden must be at least 1, got {hidden}")
+        self.sizes = {name: value for name, value in locals().items() if name in SIZES}
+        outputs = num_classes if num_classes is not None else num_outputs
         self.layers = torch.nn.Sequential(
-            torch.nn.Flatten(), torch.nn.LazyLinear(hidden), torch.nn.Linear(hidden, num_classes)
+            torch.nn.Flatten(), torch.nn.LazyLinear(hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, outputs)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -51,7 +110,11 @@ def test_the_network_optimizer_and_schedule_are_chosen_by_class_path(run_cli: Ru
         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
         *TINY_RUN,
     )  # fmt: skip
-    assert isinstance(cli.model.net, LinearNet) and cli.model.net.layers[-1].out_features == NUM_CLASSES
+    assert isinstance(cli.model.net, LinearNet) and cli.model.net.layers[-1].in_features == 8
+    # Each size the data declares reached it by name; the others kept their defaults.
+    assert {name for name in SIZES if takes(LinearNet, name) is not None} == set(SIZES)
+    declared = {name: getattr(cli.datamodule, name) for name in SIZES if hasattr(cli.datamodule, name)}
+    assert declared and cli.model.net.sizes == {name: declared.get(name) for name in SIZES}
     (optimizer,) = cli.trainer.optimizers
     assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["lr"] == 0.05
     (config,) = cli.trainer.lr_scheduler_configs
@@ -76,20 +139,23 @@ def print_config(run_cli: RunCLI, capsys, *args: str) -> dict:
 
 def test_overrides_compose_on_top_of_the_default_config(run_cli: RunCLI, capsys, tmp_path: Path) -> None:
     experiment = tmp_path / "experiment.yaml"
-    net = "model:\n  init_args:\n    net:\n      init_args:\n        width: 8\n"
-    experiment.write_text(f"{net}trainer:\n  max_epochs: 3\n")
-    config = print_config(
-        run_cli, capsys, "--config", str(experiment), "--model.optimizer.lr", "0.01",
-        "--data.batch_size", "32", "--seed_everything", "7",
+    optimizer = "model:\n  init_args:\n    optimizer:\n      init_args:\n        lr: 0.02\n"
+    experiment.write_text(f"{optimizer}trainer:\n  max_epochs: 3\n")
+    default = flat(print_config(run_cli, capsys))
+    quick = flat(print_config(run_cli, capsys, *QUICK_MODEL))  # a key of the network's, in its full name
+    quick_keys = {key: value for key, value in quick.items() if default.get(key) != value}
+    assert len(quick_keys) == 1, quick_keys
+    config = flat(
+        print_config(
+            run_cli, capsys, "--config", str(experiment), "--model.optimizer.lr", "0.01", *QUICK_MODEL,
+            "--data.batch_size", "32", "--seed_everything", "7",
+        )
     )  # fmt: skip
-    assert config["model"]["init_args"]["net"]["init_args"]["width"] == 8
-    assert config["model"]["init_args"]["optimizer"]["init_args"]["lr"] == 0.01
-    assert config["trainer"]["max_epochs"] == 3
-    assert config["data"]["init_args"]["batch_size"] == 32
-    assert config["seed_everything"] == 7
-    # Untouched keys keep the values of configs/default.yaml.
-    assert config["model"]["init_args"]["optimizer"]["class_path"] == "torch.optim.AdamW"
-    assert config["data"]["init_args"]["val_fraction"] == 0.15
+    lr = "model.init_args.optimizer.init_args.lr"
+    expected = {lr: 0.01, "trainer.max_epochs": 3, "data.init_args.batch_size": 32, "seed_everything": 7}
+    # The flag wins over the file, the file over the default; every other key keeps the default's value.
+    assert {key: value for key, value in config.items() if default.get(key) != value} == expected | quick_keys
+    assert config.keys() == default.keys()
 
 
 def help_text(run_cli: RunCLI, capsys, *args: str) -> str:
@@ -103,18 +169,52 @@ def help_text(run_cli: RunCLI, capsys, *args: str) -> str:
 def test_help_shows_the_projects_keys_with_their_values_and_keeps_the_rest_reachable(
     run_cli: RunCLI, capsys
 ) -> None:
-    short = help_text(run_cli, capsys, "--model.optimizer.lr", "0.05", "--help")
+    resolved = flat(print_config(run_cli, capsys, *QUICK_MODEL))
+    short = help_text(run_cli, capsys, "--model.optimizer.lr", "0.05", *QUICK_MODEL, "--help")
     lines = short.splitlines()
     assert len(lines) < 60  # not LightningCLI's thousand
     for command in ("fit", "validate", "test", "predict"):
         assert command in lines[0]
     assert "  --model.init_args.optimizer.init_args.lr 0.05" in lines  # the value these flags resolve to
-    for key in ("model.class_path", "model.init_args.net.class_path", "model.init_args.net.init_args.width"):
+    (quick,) = [key for key, value in resolved.items() if key.endswith(QUICK_MODEL[0].rpartition(".")[2])]
+    assert f"  --{quick} {QUICK_MODEL[1]}" in lines
+    for key in flat(DEFAULT).keys() - {"ckpt_path"}:  # every key the default config sets
         assert any(line.startswith(f"  --{key} ") for line in lines), key
-    assert "--trainer.max_epochs 20" in short and "--ckpt_path" in short and "--help all" in short
+    assert f"  --trainer.max_epochs {DEFAULT['trainer']['max_epochs']}" in lines
+    assert "--ckpt_path" in short and "--help all" in short
     full = help_text(run_cli, capsys, "--help", "all")
     for flag in ("--trainer.gradient_clip_val", "--model.help", "--data", "--seed_everything"):
         assert flag in full
+
+
+@pytest.fixture
+def data_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The hooks of the default DataModule that read its data, as they are called."""
+    data_class, reads = class_of(DEFAULT["data"]["class_path"]), []
+    for hook in ("prepare_data", "setup"):
+        original = getattr(data_class, hook)
+
+        def spy(*args: Any, _hook: str = hook, _original: Any = original, **kwargs: Any) -> Any:
+            reads.append(_hook)
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(data_class, hook, spy)
+    return reads
+
+
+def stops_before_any_work(run_cli: RunCLI, capsys, tmp_path: Path, data_reads: list[str], *args: str) -> str:
+    """The one line that ``train.py ARGS`` stops with, before it reads data or writes anything."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    error, hint = err.strip().splitlines()  # the error, and where to look
+    assert error.startswith("error: ") and hint.startswith("(for every key")
+    assert not data_reads, "the data must not be read before the config is valid"
+    assert not any(tmp_path.iterdir()), "nothing may be written before the config is valid"
+    return error.removeprefix("error: ")
 
 
 @pytest.mark.parametrize(
@@ -122,7 +222,7 @@ def test_help_shows_the_projects_keys_with_their_values_and_keeps_the_rest_reach
     [
         (("--model.lrr", "0.1"), "lrr"),
         (("--model.optimizer.lr", "x"), "lr"),
-        (("--model.net.init_args.width", "0"), "width"),
+        (("--model.net", f"{__name__}.LinearNet", "--model.net.hidden", "0"), "model.net.init_args.hidden"),
         (("--trainer.max_epochs", "many"), "max_epochs"),
         (("--model.optimizer", "torch.optim.Adamm"), "optimizer"),
         (("--ckpt_path", "missing/last.ckpt"), "missing/last.ckpt"),
@@ -134,23 +234,60 @@ def test_help_shows_the_projects_keys_with_their_values_and_keeps_the_rest_reach
     ],
 )
 def test_bad_values_stop_before_any_work_with_the_key_named(
-    run_cli: RunCLI,
-    capsys,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    args: tuple[str, ...],
-    named: str,
+    run_cli: RunCLI, capsys, tmp_path: Path, data_reads: list[str], args: tuple[str, ...], named: str
 ) -> None:
-    loads: list[object] = []
-    monkeypatch.setattr(sklearn.datasets, "load_digits", lambda: loads.append("data loaded"))
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(*args)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert named in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 2  # the error, and where to look
-    assert not loads, "the data must not be loaded before the config is valid"
-    assert not any(tmp_path.iterdir()), "nothing may be written before the config is valid"
+    assert named in stops_before_any_work(run_cli, capsys, tmp_path, data_reads, *args)
+
+
+class NeedsVocabNet(torch.nn.Module):
+    """A network that needs a size (``vocab_size``) which the default data does not declare."""
+
+    def __init__(self, vocab_size: int) -> None:
+        super().__init__()
+        self.embedding = torch.nn.Embedding(vocab_size, 4)
+
+
+def test_a_size_the_network_needs_and_the_data_lacks_names_both_classes(
+    run_cli: RunCLI, capsys, tmp_path: Path, data_reads: list[str]
+) -> None:
+    data_class = DEFAULT["data"]["class_path"].rpartition(".")[2]
+    error = stops_before_any_work(
+        run_cli, capsys, tmp_path, data_reads, "--model.net", f"{__name__}.NeedsVocabNet", *TINY_RUN
+    )
+    assert error == (
+        f"model.net: NeedsVocabNet takes vocab_size from the data, but {data_class} does not declare it"
+        " (set self.vocab_size in its __init__)"
+    )
+
+
+class DataWithABuggySize(class_of(DEFAULT["data"]["class_path"])):  # type: ignore[misc]
+    """The default data, with a size whose own code has a bug."""
+
+    @property
+    def vocab_size(self) -> int:
+        return {}["vocab"]
+
+
+def test_a_bug_in_a_size_of_the_datas_keeps_its_traceback(run_cli: RunCLI) -> None:
+    # Not a one-line "config" error: jsonargparse wraps it in a ValueError that names the link's keys.
+    with pytest.raises(ValueError, match="vocab") as raised:
+        run_cli(
+            "--data.class_path", f"{__name__}.DataWithABuggySize", "--model.net", f"{__name__}.NeedsVocabNet"
+        )
+    assert isinstance(raised.value.__cause__, KeyError)
+
+
+@pytest.mark.parametrize(
+    ("key", "class_path"),
+    [("model", "nowhere.Module"), ("data", "nowhere.Data"), ("model.net", "nowhere.Net")],
+)
+def test_a_class_path_that_does_not_import_is_named(
+    run_cli: RunCLI, capsys, tmp_path: Path, data_reads: list[str], key: str, class_path: str
+) -> None:
+    error = stops_before_any_work(
+        run_cli, capsys, tmp_path, data_reads, f"--{key}.class_path", class_path, *TINY_RUN
+    )
+    assert error == f"{key}: class_path '{class_path}' does not import: No module named 'nowhere'"
 
 
 @pytest.mark.parametrize(
@@ -173,8 +310,8 @@ def test_a_bad_config_file_is_named(run_cli: RunCLI, capsys, tmp_path: Path, tex
 class MistypedNet(LinearNet):
     """A network with a bug of its own: a misspelt keyword argument."""
 
-    def __init__(self, num_classes: int) -> None:
-        super().__init__(num_classes)
+    def __init__(self, num_classes: Any = None, num_outputs: Any = None) -> None:
+        super().__init__(num_classes=num_classes, num_outputs=num_outputs)
         self.extra = torch.nn.Linear(4, 4, bais=False)
 
 
@@ -205,7 +342,8 @@ def test_resume_from_last_continues_the_run(run_cli: RunCLI) -> None:
     assert resumed.trainer.log_dir == first.trainer.log_dir
     events = EventAccumulator(resumed.trainer.log_dir)
     events.Reload()
-    assert [event.step for event in events.Scalars("val/acc")] == [n * steps_per_epoch - 1 for n in (1, 2, 3)]
+    steps = [event.step for event in events.Scalars("val/loss")]
+    assert steps == [n * steps_per_epoch - 1 for n in (1, 2, 3)]
 
 
 def test_settings_that_clash_at_run_time_stop_with_one_line_and_leave_no_run(
@@ -235,9 +373,10 @@ def test_lightning_subcommands_fit_validate_test_and_predict(
 ) -> None:
     checkpoint = trained_run.trainer.checkpoint_callback
     best = checkpoint.best_model_path
-    # What the run itself measured with its best checkpoint: val/loss when it chose it, then test/acc.
+    # What the run itself measured with its best checkpoint: the monitor when it chose it, then test/loss.
+    assert checkpoint.monitor == trained_run.config.monitor == "val/loss"
     expected = {"validate": ("Val", "loss", checkpoint.best_model_score.item())}
-    expected["test"] = ("Test", "acc", trained_run.trainer.callback_metrics["test/acc"].item())
+    expected["test"] = ("Test", "loss", trained_run.trainer.callback_metrics["test/loss"].item())
     for command, (stage, metric, value) in expected.items():
         capsys.readouterr()
         evaluated = run_cli(command, "--ckpt_path", best, *TINY_RUN)
@@ -271,3 +410,81 @@ def test_a_subcommand_without_what_it_needs_stops_with_one_line(
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith(f"error: {named}")
     assert not any(tmp_path.iterdir())
+
+
+class OtherTask(Task):
+    """Another task, built from the default config's network, optimizer and schedule."""
+
+    def configure_metrics(self, stage: str) -> MetricCollection:
+        return MetricCollection({})
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return outputs.float().pow(2).mean()
+
+
+def test_a_checkpoint_of_another_task_is_refused_with_both_class_paths_named(
+    trained_run: TrainCLI, run_cli: RunCLI, capsys, tmp_path: Path
+) -> None:
+    last = Path(trained_run.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    other = f"{__name__}.OtherTask"
+    with pytest.raises(SystemExit) as exit_info:  # the trained run's settings, but the task
+        run_cli(
+            "--ckpt_path", str(last), "--model.class_path", other, "--trainer.max_epochs", "2", *QUICK_MODEL,
+            "--model.optimizer.lr", "0.01", *TINY_RUN,
+        )  # fmt: skip
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    error, _ = err.strip().splitlines()
+    assert error.startswith(f"error: ckpt_path: {last} was made with other settings: ")
+    assert f"model.class_path (checkpoint '{trained_run.config.model.class_path}', config '{other}')" in error
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize(
+    "watcher",
+    [(), ("--trainer.overfit_batches", "1")],  # (overfit_batches leaves EarlyStopping out)
+    ids=["early stopping finds out first", "the best checkpoint finds out"],
+)
+@pytest.mark.filterwarnings("ignore:You requested to overfit:UserWarning")
+def test_a_monitor_the_model_does_not_log_is_named_with_what_it_logs(
+    run_cli: RunCLI, capsys, tmp_path: Path, watcher: tuple[str, ...]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*SHORT_FIT, "--monitor", "val/nothing", *watcher)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (error,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert error.startswith("error: monitor: the model logs no 'val/nothing' (it logs ")
+    logged = re.search(r"\(it logs ([^)]*)\)", error)
+    assert logged and {"train/loss_epoch", "val/loss"} <= set(logged.group(1).split(", "))
+    assert not list(tmp_path.rglob("version_*")), "the run saved nothing: TensorBoard would list it empty"
+
+
+@pytest.mark.parametrize(
+    ("args", "monitor", "mode"),
+    [
+        ((), "val/loss", "min"),  # the default config's
+        (("--monitor", "train/loss_epoch", "--monitor_mode", "min"), "train/loss_epoch", "min"),
+        (("--monitor", QUALITY[0], "--monitor_mode", "max"), QUALITY[0], "max"),
+    ],
+    ids=["default", "train loss", "quality"],
+)
+def test_the_monitor_is_written_once_and_read_by_everything_that_watches_a_metric(
+    run_cli: RunCLI, args: tuple[str, ...], monitor: str, mode: str
+) -> None:
+    cli = run_cli(*SHORT_FIT, *args)
+    assert (cli.config.monitor, cli.config.monitor_mode) == (monitor, mode)
+    callbacks = cli.trainer.callbacks
+    watchers = [callback for callback in callbacks if getattr(callback, "monitor", None) is not None]
+    assert {type(watcher) for watcher in watchers} >= {ModelCheckpoint, EarlyStopping, StopOnNonFiniteLoss}
+    assert {watcher.monitor for watcher in watchers} == {monitor}
+    assert {watcher.mode for watcher in watchers if hasattr(watcher, "mode")} == {mode}
+    assert cli.model.monitor == monitor  # what a plateau schedule reads
+    # The best checkpoint's file name shows the metric that chose it, and its value.
+    best = cli.trainer.checkpoint_callback
+    assert best.monitor == monitor and best.best_model_score is not None
+    name = f"epoch00-{monitor.replace('/', '_')}{best.best_model_score:.4f}.ckpt"
+    assert Path(best.best_model_path).name == name
+    assert re.fullmatch(r"epoch\d\d-\w+-?\d+\.\d{4}\.ckpt", name)

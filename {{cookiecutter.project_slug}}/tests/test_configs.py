@@ -40,7 +40,7 @@ def print_config(run_cli: RunCLI, capsys: pytest.CaptureFixture[str], *args: str
 
 
 def test_there_are_presets_of_each_kind() -> None:
-    assert len(EXPERIMENTS) >= 2
+    assert "sgd_cosine" in {path.stem for path in EXPERIMENTS}  # it fits any task: a network's are a team's
     assert {"fast_dev_run", "overfit", "limit_batches", "profiler"} <= {path.stem for path in DEBUG}
 
 
@@ -72,13 +72,23 @@ def test_an_experiment_names_its_runs_after_its_file(run_cli: RunCLI, capsys, ex
 
 
 def test_experiments_compose_and_the_run_records_which(run_cli: RunCLI, tmp_path: Path) -> None:
-    first, last = EXPERIMENTS[:2]
-    cli = run_cli("--config", str(first), "--config", str(last), *SHORT_RUN)
+    # Every shipped experiment, then one of one's own that changes a key of theirs and adds one.
+    last = tmp_path / "presets" / "longer_warmup.yaml"
+    last.parent.mkdir()
+    last.write_text(
+        "trainer:\n  logger:\n    init_args:\n      name: longer_warmup\n  gradient_clip_val: 0.5\n"
+        "model:\n  init_args:\n    optimizer:\n      init_args:\n        lr: 0.02\n"
+    )
+    presets = [*EXPERIMENTS, last]
+    cli = run_cli(*(arg for preset in presets for arg in ("--config", str(preset))), *SHORT_RUN)
     log_dir = Path(cli.trainer.log_dir)
     assert log_dir == tmp_path / last.stem / "version_0"
     saved = flat(yaml.safe_load((log_dir / "config.yaml").read_text()))
-    named = {**flat(yaml.safe_load(first.read_text())), **flat(yaml.safe_load(last.read_text()))}
+    named = {
+        key: value for preset in presets for key, value in flat(yaml.safe_load(preset.read_text())).items()
+    }
     assert {key: saved[key] for key in named} == named
+    assert saved["model.init_args.optimizer.init_args.lr"] == 0.02  # the last file wins
 
 
 def test_the_profiler_writes_its_report_next_to_the_run_logs(run_cli: RunCLI) -> None:

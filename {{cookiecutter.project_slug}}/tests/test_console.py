@@ -1,11 +1,14 @@
 """What `python train.py` prints: the hardware line, the summary, the bar and the results; no chatter."""
 
+import math
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
+
+import torch
 
 from {{ cookiecutter.package_name }}.engine import callbacks
 from {{ cookiecutter.package_name }}.engine.callbacks import RichProgressBar
@@ -23,15 +26,19 @@ def test_a_run_prints_what_matters_and_nothing_the_template_can_prevent(tmp_path
     done = subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     console = done.stdout + done.stderr
-    assert console.count("Hardware:") == 1
+    (hardware,) = [line for line in console.splitlines() if line.startswith("Hardware:")]
+    assert f"cuDNN autotuner {'on' if torch.cuda.is_available() else 'off'}" in hardware  # on CUDA only
     assert not [line for line in console.splitlines() if line.strip().startswith(CHATTER)]
     for noise in ("LeafSpec", "site-packages", "v_num", "sync_dist", "Warning"):
         assert noise not in console, noise
     test_line = next(line for line in done.stdout.splitlines() if line.startswith("Test: "))
-    values = re.fullmatch(r"Test: acc (\S+)  f1 (\S+)  loss (\S+)", test_line)
-    assert values, test_line
-    significant = [value.replace(".", "").lstrip("0") for value in values.groups()]
-    assert all(0 < len(digits) <= 4 for digits in significant), test_line  # 4 significant digits
+    assert re.fullmatch(r"Test: \S+ \S+(  \S+ \S+)*", test_line), test_line  # name value, two spaces apart
+    words = test_line.removeprefix("Test: ").split()
+    names, values = words[::2], words[1::2]
+    assert "loss" in names and names == sorted(names), test_line  # every task's, then its own metrics
+    assert all(math.isfinite(float(value)) for value in values), test_line
+    mantissas = [value.lstrip("-").partition("e")[0].replace(".", "").lstrip("0") for value in values]
+    assert all(0 < len(digits) <= 4 for digits in mantissas), test_line  # 4 significant digits
     assert "Logs: " in done.stdout and "Best checkpoint: " in done.stdout
 
 

@@ -4,13 +4,18 @@ or a one-line refusal before any work that says what to do instead."""
 import shlex
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+import yaml
 
 from {{ cookiecutter.package_name }}.engine.run_identity import find_last
-from {{ cookiecutter.package_name }}.tasks import Classification
+from {{ cookiecutter.package_name }}.engine.sizes import class_of
 
-from conftest import CONSTANT_LR, TINY_RUN, train
+from conftest import CONSTANT_LR, DEFAULT_CONFIG, QUICK_MODEL, TINY_RUN, train
+
+TASK = class_of(yaml.safe_load(DEFAULT_CONFIG.read_text())["model"]["class_path"])
+"""The LightningModule that the default config trains: the tests stop a run inside its steps."""
 
 TINY = (
     "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",
@@ -32,34 +37,34 @@ def hint(err: str, prefix: str) -> str:
 def test_the_resume_hint_works_as_printed_for_an_experiment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    training_step = Classification.training_step
+    training_step = TASK.training_step
 
-    def interrupted(self: Classification, batch: object, batch_idx: int) -> torch.Tensor:
+    def interrupted(self: L.LightningModule, batch: object, batch_idx: int) -> torch.Tensor:
         if self.global_step == 3:
             raise KeyboardInterrupt
         return training_step(self, batch, batch_idx)
 
-    monkeypatch.setattr(Classification, "training_step", interrupted)
-    experiment = ("--trainer.logger.init_args.name", "narrow", "--model.net.width", "8")
+    monkeypatch.setattr(TASK, "training_step", interrupted)
+    experiment = ("--trainer.logger.init_args.name", "quick", *QUICK_MODEL)  # a network of its own
     with pytest.raises(SystemExit):
         train(tmp_path, "--trainer.max_epochs", "2", *experiment, *TINY)
     monkeypatch.undo()
     resumed = follow(hint(capsys.readouterr().err, "Resume with: "), tmp_path)
-    assert resumed.config.ckpt_path.endswith("narrow/version_0/checkpoints/interrupted.ckpt")
+    assert resumed.config.ckpt_path.endswith("quick/version_0/checkpoints/interrupted.ckpt")
     assert resumed.trainer.state.finished and resumed.trainer.global_step == 4
 
 
 def stop_during_validation(epoch: int, cause: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    validation_step = Classification.validation_step
+    validation_step = TASK.validation_step
 
-    def stopped(self: Classification, batch: object, batch_idx: int) -> torch.Tensor:
+    def stopped(self: L.LightningModule, batch: object, batch_idx: int) -> torch.Tensor:
         if self.current_epoch == epoch and not self.trainer.sanity_checking:
             if cause == "Ctrl-C":
                 raise KeyboardInterrupt
             self.trainer._signal_connector.received_sigterm = True  # what Lightning's handler sets
         return validation_step(self, batch, batch_idx)
 
-    monkeypatch.setattr(Classification, "validation_step", stopped)
+    monkeypatch.setattr(TASK, "validation_step", stopped)
 
 
 @pytest.mark.parametrize("cause", ["Ctrl-C", "SIGTERM"])
@@ -84,10 +89,10 @@ def test_a_stop_during_validation_resumes_from_the_epoch_before(
 def test_ctrl_c_during_the_final_test_keeps_the_finished_run_and_says_how_to_test_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    def interrupted(self: Classification, batch: object, batch_idx: int) -> torch.Tensor:
+    def interrupted(self: L.LightningModule, batch: object, batch_idx: int) -> torch.Tensor:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(Classification, "test_step", interrupted)
+    monkeypatch.setattr(TASK, "test_step", interrupted)
     with pytest.raises(SystemExit):
         train(tmp_path, "--trainer.max_epochs", "2", *TINY)
     monkeypatch.undo()
@@ -95,10 +100,13 @@ def test_ctrl_c_during_the_final_test_keeps_the_finished_run_and_says_how_to_tes
     err = capsys.readouterr().err
     assert "stopped the final test; training had finished" in err and "Resume with" not in err
     tested = follow(hint(err, "Test with: "), tmp_path)
-    assert tested.trainer.global_step == 4 and "test/acc" in tested.trainer.callback_metrics
+    assert tested.trainer.global_step == 4 and "test/loss" in tested.trainer.callback_metrics
 
 
-@pytest.mark.parametrize("schedule", ["default", "{{ cookiecutter.package_name }}.tasks.schedules.CosineAnnealingLR"])
+COSINE = "{{ cookiecutter.package_name }}.tasks.schedules.CosineAnnealingLR"
+
+
+@pytest.mark.parametrize("schedule", ["default", COSINE])
 def test_extending_a_run_past_its_schedule_is_refused_before_any_work(
     schedule: str, tmp_path: Path, capsys
 ) -> None:

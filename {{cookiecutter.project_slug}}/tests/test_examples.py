@@ -248,7 +248,11 @@ def own_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
 
 @pytest.mark.usefixtures("own_module")
 def test_a_data_module_and_network_of_ones_own_train_resume_predict_and_export(tmp_path: Path) -> None:
-    own = ("--data.class_path", "my_table.TableData", "--model.net.class_path", "my_table.TableNet")
+    own = (
+        # The task by name: whatever default.yaml names.
+        *("--model.class_path", "{{ cookiecutter.package_name }}.tasks.Classification"),
+        *("--data.class_path", "my_table.TableData", "--model.net.class_path", "my_table.TableNet"),
+    )
     args = (*own, *CONSTANT_LR)  # the run can be extended
     with pytest.warns(UserWarning, match="TableData is not a SeededDataModule"):  # named, not refused
         train(tmp_path / "logs", *args, "--trainer.max_epochs", "2")

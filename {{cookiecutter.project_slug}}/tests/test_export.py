@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from {{ cookiecutter.package_name }}.engine import export
 from {{ cookiecutter.package_name }}.engine.cli import TrainCLI
-from {{ cookiecutter.package_name }}.tasks import Classification
+from {{ cookiecutter.package_name }}.engine.sizes import load_module
 
-from conftest import INPUT_SHAPE
+from conftest import INPUT_SHAPE, QUICK_MODEL
 
 HAS_ONNX = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "onnxruntime"))
 FORMATS = ["torchscript", "torch_export", "onnx"] if HAS_ONNX else ["torchscript", "torch_export"]
@@ -23,7 +24,7 @@ import sys
 sys.modules["{{ cookiecutter.package_name }}"] = None  # the files must not need this project's code
 import torch
 
-inputs_path, outputs_path, *files = sys.argv[1:]
+inputs_path, outputs_path, output_name, *files = sys.argv[1:]
 inputs, outputs = torch.load(inputs_path), {}
 for path in files:
     if path.endswith(".pt"):
@@ -33,7 +34,7 @@ for path in files:
     else:
         import onnxruntime
         session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
-        run = lambda x: torch.from_numpy(session.run(["logits"], {"input": x.numpy()})[0])
+        run = lambda x: torch.from_numpy(session.run([output_name], {"input": x.numpy()})[0])
     with torch.no_grad():
         outputs[path] = [run(x) for x in inputs]
 torch.save(outputs, outputs_path)
@@ -60,29 +61,56 @@ def test_files_go_next_to_the_checkpoint(exported: dict[str, Path], checkpoint: 
 def test_the_files_run_alone_and_match_the_model_at_any_batch_size(
     exported: dict[str, Path], checkpoint: Path, trained_run: TrainCLI, tmp_path: Path
 ) -> None:
-    # Real test images, in batches of sizes that differ from the one the export traced.
-    images = trained_run.datamodule.splits["test"].images
-    inputs = [images[:1], images[1:8], images[8:72]]
+    # Real test samples, in batches of sizes that differ from the one the export traced.
+    split = trained_run.datamodule.splits["test"]
+    samples = torch.stack([split[index][0] for index in range(72)])
+    inputs = [samples[:1], samples[1:8], samples[8:72]]
+    model = load_module(checkpoint).eval()  # the module's forward, whatever the task
+    output_name = getattr(model, "output_name", "output")  # what the ONNX file calls its output
     inputs_path, outputs_path = tmp_path / "inputs.pt", tmp_path / "outputs.pt"
     torch.save(inputs, inputs_path)
-    command = [sys.executable, "-c", RUN_EXPORTED_FILES, inputs_path, outputs_path, *exported.values()]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    command = [sys.executable, "-c", RUN_EXPORTED_FILES, inputs_path, outputs_path, output_name]
+    done = subprocess.run([*command, *exported.values()], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     outputs = torch.load(outputs_path)
 
-    model = Classification.load_from_checkpoint(checkpoint, map_location="cpu").eval()
     with torch.no_grad():
         expected = [model(x) for x in inputs]
-    for path in exported.values():
-        for actual, wanted in zip(outputs[str(path)], expected, strict=True):
-            torch.testing.assert_close(actual, wanted, atol=export.ATOL, rtol=export.RTOL)
-            assert torch.equal(actual.argmax(dim=1), wanted.argmax(dim=1))
+        for path in exported.values():
+            for actual, wanted in zip(outputs[str(path)], expected, strict=True):
+                torch.testing.assert_close(actual, wanted, atol=export.ATOL, rtol=export.RTOL)
+                # And so the same predictions, as the task makes them (e.g. the same classes).
+                if hasattr(model, "predictions"):
+                    made, meant = model.predictions(actual), model.predictions(wanted)
+                    torch.testing.assert_close(made, meant, atol=export.ATOL, rtol=export.RTOL)
+
+
+def quick_settings() -> dict[tuple[str, ...], object]:
+    """QUICK_MODEL's flags as keys of the model's settings: ``--model.net.width 8`` is ("net", "width")."""
+    flags, values = QUICK_MODEL[::2], QUICK_MODEL[1::2]
+    return {
+        tuple(flag.removeprefix("--model.").split(".")): yaml.safe_load(value)
+        for flag, value in zip(flags, values, strict=True)
+    }
+
+
+def setting(hparams: dict, key: tuple[str, ...]) -> object:
+    """A setting of the saved hyperparameters, through any ``init_args`` on the way."""
+    for name in key:
+        hparams = hparams[name] if name in hparams else hparams["init_args"][name]
+    return hparams
 
 
 def test_the_network_is_rebuilt_from_the_checkpoint(checkpoint: Path) -> None:
     net, examples = export.load_network(checkpoint)
     assert not net.training and tuple(examples.shape[1:]) == INPUT_SHAPE
-    assert net.net.head[-1].in_features == 2 * 8  # the trained width, not the default of the config
+    # The trained run's quick network, not the default of the config: its settings and its weights.
+    saved_checkpoint = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    settings = saved_checkpoint["hyper_parameters"]
+    assert all(setting(settings, key) == value for key, value in quick_settings().items())
+    saved, rebuilt = saved_checkpoint["state_dict"], net.state_dict()
+    assert rebuilt.keys() == saved.keys()
+    assert all(torch.equal(rebuilt[name], saved[name]) for name in saved)
 
 
 def test_success_names_the_file_and_the_tolerance(checkpoint: Path, tmp_path: Path, capsys) -> None:
@@ -141,7 +169,7 @@ def test_without_onnxruntime_onnx_says_how_to_install_it(checkpoint: Path, monke
 
 
 @needs_onnx
-def test_the_onnx_file_declares_a_dynamic_batch(exported: dict[str, Path]) -> None:
+def test_the_onnx_file_declares_a_dynamic_batch(exported: dict[str, Path], checkpoint: Path) -> None:
     import onnx
 
     model = onnx.load(str(exported["onnx"]))
@@ -151,3 +179,6 @@ def test_the_onnx_file_declares_a_dynamic_batch(exported: dict[str, Path]) -> No
     assert (
         graph_input.name == "input" and batch.dim_param and [d.dim_value for d in rest] == list(INPUT_SHAPE)
     )
+    # The output is named as the task names it (e.g. logits, prediction), else "output".
+    (graph_output,) = model.graph.output
+    assert graph_output.name == getattr(load_module(checkpoint), "output_name", "output")

@@ -1,4 +1,5 @@
-"""Automatic precision and TF32: decided from the hardware, overridable, and right on a real GPU."""
+"""Automatic precision, TF32 and cuDNN's autotuner: decided from the hardware, overridable, and right on a
+real GPU."""
 
 import shutil
 from pathlib import Path
@@ -7,10 +8,9 @@ import pytest
 import torch
 
 from {{ cookiecutter.package_name }}.engine import hardware
-from {{ cookiecutter.package_name }}.models import SmallCNN
-from {{ cookiecutter.package_name }}.tasks import Classification
+from {{ cookiecutter.package_name }}.engine.sizes import load_module
 
-from conftest import NUM_CLASSES, SHORT_RUN_MIN_VAL_ACC, TINY_RUN, RunCLI
+from conftest import QUALITY, TINY_RUN, RunCLI
 
 CUDA = torch.cuda.is_available()
 
@@ -69,15 +69,45 @@ def test_tf32_only_from_ampere_on(fake_cuda, capability: tuple[int, int], enable
         torch.set_float32_matmul_precision(before)
 
 
+def test_cudnn_autotuner_on_cuda_unless_the_run_must_be_deterministic(fake_cuda) -> None:
+    assert not hardware.auto_benchmark("auto", False)  # no CUDA device (a CPU machine, or unseen)
+    fake_cuda((9, 0))
+    for accelerator in ("auto", "gpu", "cuda"):
+        assert hardware.auto_benchmark(accelerator, False) and hardware.auto_benchmark(accelerator, None)
+        assert not hardware.auto_benchmark(accelerator, True)
+        assert not hardware.auto_benchmark(accelerator, "warn")  # deterministic algorithms, with warnings
+    assert not hardware.auto_benchmark("cpu", False)  # asking for the CPU wins over a present GPU
+
+
+@pytest.mark.parametrize(
+    ("args", "autotuner"),
+    [
+        ((), "on" if CUDA else "off"),  # the default config: automatic
+        (("--trainer.deterministic", "true"), "off"),
+        (("--trainer.benchmark", "true"), "on"),  # asked for, on any machine
+    ],
+    ids=["automatic", "deterministic", "asked for"],
+)
+def test_the_hardware_line_says_whether_the_autotuner_is_on(
+    run_cli: RunCLI, capsys, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], autotuner: str
+) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", torch.backends.cudnn.benchmark)  # put back after
+    run_cli("--trainer.fast_dev_run", "true", *args, *TINY_RUN)
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Hardware: ")]
+    assert line.endswith(f", cuDNN autotuner {autotuner}")
+    assert torch.backends.cudnn.benchmark is (autotuner == "on")  # what the Trainer was given
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
 def test_training_on_cuda_with_automatic_precision(run_cli: RunCLI) -> None:
-    cli = run_cli("--trainer.max_epochs", "3", "--trainer.devices", "1", *TINY_RUN)
+    metric, reached = QUALITY
+    cli = run_cli("fit", "--trainer.max_epochs", "4", "--trainer.devices", "1", *TINY_RUN)
     expected = "bf16-mixed" if torch.cuda.get_device_capability()[0] >= 8 else "16-mixed"
     assert cli.trainer.precision == expected
     assert cli.trainer.strategy.root_device.type == "cuda"
     assert next(cli.model.parameters()).device.type == "cuda"
-    assert cli.trainer.callback_metrics["test/acc"] >= SHORT_RUN_MIN_VAL_ACC - 0.05
+    assert cli.trainer.callback_metrics[metric] >= reached - 0.05  # mixed precision learns as float32 does
 
 
 @pytest.mark.skipif(shutil.which("c++") is None, reason="torch.compile on CPU needs a C++ compiler")
@@ -88,6 +118,8 @@ def test_a_compiled_model_trains_and_saves_the_usual_checkpoints(run_cli: RunCLI
     )  # fmt: skip
     assert cli.model.net._compiled_call_impl is not None
     assert cli.trainer.callback_metrics["test/loss"].isfinite()
-    saved = torch.load(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt", weights_only=True)
-    plain = Classification(net=SmallCNN(NUM_CLASSES), num_classes=NUM_CLASSES)
-    assert saved["state_dict"].keys() == plain.state_dict().keys()
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=True)["state_dict"]
+    plain = load_module(last, compile=False)  # the same module, not compiled, with the checkpoint's weights
+    assert plain.net._compiled_call_impl is None
+    assert saved.keys() == plain.state_dict().keys() == cli.model.state_dict().keys()

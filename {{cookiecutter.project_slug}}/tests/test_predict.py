@@ -1,18 +1,24 @@
 """Predictions to a file: ``python train.py --ckpt_path CKPT --predict_path FILE``."""
 
 import csv
+import re
+from collections.abc import Iterable
+from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
 import torch
+from lightning.fabric.utilities.apply_func import move_data_to_device
+from torch import Tensor
 from torch.utils.data import DataLoader
 
 from {{ cookiecutter.package_name }}.engine.cli import TrainCLI
-from {{ cookiecutter.package_name }}.engine.predict import CsvPredictionWriter
-from {{ cookiecutter.package_name }}.tasks import Classification
+from {{ cookiecutter.package_name }}.engine.predict import CsvPredictionWriter, plain_columns
+from {{ cookiecutter.package_name }}.engine.sizes import load_module
 
-from conftest import TINY_RUN, RunCLI, train
+from conftest import PRECISION, TINY_RUN, RunCLI, train
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -20,43 +26,91 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
-def test_predictions_cover_the_test_split_and_score_as_the_test_did(
+def module_columns(
+    model: L.LightningModule, batches: Iterable[Any], trainer: L.Trainer | None = None
+) -> dict[str, list[Any]]:
+    """What the predictions file holds for these batches, computed here: each sample's index, then
+    what the module's ``predict_step`` returns, in the columns the module names (any task's). On
+    the device and in the precision of ``trainer``'s run, if given; else on the CPU in float32."""
+    device = trainer.strategy.root_device if trainer is not None else torch.device("cpu")
+    precision = trainer.precision_plugin.forward_context() if trainer is not None else nullcontext()
+    parts: dict[str, list[Tensor]] = {}
+    model.eval().to(device)
+    with torch.no_grad(), precision:
+        for index, batch in enumerate(batches):
+            returned = model.predict_step(move_data_to_device(batch, device), index)
+            for name, value in (returned if isinstance(returned, dict) else {"prediction": returned}).items():
+                parts.setdefault(name, []).append(value.cpu())
+    values = {name: torch.cat(part) for name, part in parts.items()}
+    count = len(next(iter(values.values())))
+    return getattr(model, "prediction_columns", plain_columns)({"index": torch.arange(count), **values})
+
+
+def assert_holds(rows: list[dict[str, str]], expected: dict[str, list[Any]], tolerance: float = 1e-4) -> None:
+    """The rows hold these columns: numbers as numbers (the file rounds them to 6 digits), names as
+    they are."""
+    assert list(rows[0]) == list(expected)
+    for name, values in expected.items():
+        written = [row[name] for row in rows]
+        try:
+            numbers = [float(value) for value in values]
+        except ValueError:
+            assert written == [str(value) for value in values], name
+            continue
+        wanted = pytest.approx(numbers, rel=tolerance, abs=tolerance / 100)
+        assert [float(value) for value in written] == wanted, name
+
+
+def test_predictions_cover_the_predicted_split_and_score_as_the_test_did(
     trained_run: TrainCLI, tmp_path: Path, capsys
 ) -> None:
     best = trained_run.trainer.checkpoint_callback.best_model_path
     path = tmp_path / "predictions" / "test.csv"
-    # The model comes from the checkpoint's hyperparameters (width 8), whatever the config says.
-    args = ("--ckpt_path", best, "--predict_path", str(path), "--model.net.width", "64", *TINY_RUN)
-    cli = train(tmp_path / "logs", *args)
+    # The trained run's network is the quick one; the config given here says the default network.
+    # The model comes from the checkpoint's hyperparameters, whatever the config says.
+    cli = train(tmp_path / "logs", "--ckpt_path", best, "--predict_path", str(path), *TINY_RUN)
 
     rows = read_rows(path)
-    test_split = cli.datamodule.splits["test"]
-    assert tuple(rows[0]) == ("index", "prediction", "probability", "target")
-    assert [int(row["index"]) for row in rows] == list(range(len(test_split)))
-    assert [int(row["target"]) for row in rows] == test_split.labels.tolist()  # the digits' names
-    assert all(0 <= int(row["prediction"]) < 10 and 0.1 <= float(row["probability"]) <= 1 for row in rows)
-    accuracy = sum(row["prediction"] == row["target"] for row in rows) / len(rows)
-    assert accuracy > 0.3  # chance is 0.1
-    assert accuracy == pytest.approx(trained_run.trainer.callback_metrics["test/acc"].item(), abs=1e-6)
-    assert f"Predictions: {path}  ({len(rows)} rows, accuracy {accuracy:.4f}" in capsys.readouterr().out
+    split = cli.datamodule.predict_dataloader().dataset  # the predict split, else the test split
+    assert len(rows) == len(split) and [int(row["index"]) for row in rows] == list(range(len(split)))
+    model = load_module(best)
+    expected = module_columns(model, cli.datamodule.predict_dataloader(), cli.trainer)
+    assert "target" in expected  # the split's targets, to score the file against
+    # Index, the task's columns, target: every sample, in order, as the checkpoint's model computes them.
+    assert_holds(rows, expected, tolerance=1e-4 if PRECISION == "32-true" else 1e-2)
+
+    # A module that scores its file prints the figures that its test logged for the same checkpoint.
+    out = capsys.readouterr().out
+    summary = f"Predictions: {path}  ({len(rows)} rows"
+    (line,) = [line for line in out.splitlines() if line.startswith(summary)]
+    if hasattr(model, "score_predictions"):
+        figures = re.findall(r"([A-Za-z]\w*) (-?\d+\.\d+)", line.removeprefix(summary))
+        tested = {
+            name.removeprefix("test/"): value.item()
+            for name, value in trained_run.trainer.callback_metrics.items()
+            if name.startswith("test/")
+        }
+        assert figures, line
+        for word, figure in figures:  # e.g. "accuracy 0.9123" and test/acc, "MAE 0.41" and test/mae
+            (metric,) = [name for name in tested if word.lower().startswith(name)]
+            assert float(figure) == pytest.approx(tested[metric], abs=1e-4), (word, metric)
     # Predicting neither trains nor writes logs: the CSV file is all it leaves.
     assert cli.trainer.global_step == 0 and not (tmp_path / "logs").exists()
 
 
 def test_unlabelled_data_writes_no_target_column(trained_run: TrainCLI, tmp_path: Path) -> None:
-    model = Classification.load_from_checkpoint(trained_run.trainer.checkpoint_callback.best_model_path)
-    images = trained_run.datamodule.splits["test"].images[:40]  # bare tensors, no labels
+    model = load_module(trained_run.trainer.checkpoint_callback.best_model_path)
+    split = trained_run.datamodule.predict_dataloader().dataset
+    inputs = torch.stack([split[index][0] for index in range(40)])  # bare tensors, no targets
     writer = CsvPredictionWriter(tmp_path / "unlabelled.csv")
     trainer = L.Trainer(accelerator="cpu", callbacks=[writer], logger=False, enable_progress_bar=False)
-    trainer.predict(model, DataLoader(images, batch_size=16), return_predictions=False)
+    trainer.predict(model, DataLoader(inputs, batch_size=16), return_predictions=False)
 
     rows = read_rows(writer.path)
     assert [int(row["index"]) for row in rows] == list(range(40))
-    assert "target" not in rows[0] and "accuracy" not in writer.summary()
-    model.eval()
-    with torch.no_grad():
-        expected = model(images).argmax(dim=1).tolist()
-    assert [int(row["prediction"]) for row in rows] == expected
+    assert "target" not in rows[0] and writer.score == ""
+    assert writer.summary() == f"Predictions: {writer.path}  (40 rows)"  # nothing to score against
+    assert_holds(rows, module_columns(model, [inputs]))
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
 """The guarantees a team relies on: re-runs and resumed runs are exact, and a stopped run can go on.
 
-All on CPU in deterministic mode, with two DataLoader workers and random augmentation on; epochs
-are cut to a few batches, which shortens the runs without touching the shuffle, the worker seeds or
-the checkpoints that the claims are about.
+All with the default config, on CPU in deterministic mode, with two DataLoader workers (and whatever
+randomness the default data and network draw: augmentation, dropout); epochs are cut to a few
+batches, which shortens the runs without touching the shuffle, the worker seeds or the checkpoints
+that the claims are about.
 """
 
 import os
@@ -12,13 +13,17 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+import yaml
 from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from {{ cookiecutter.package_name }}.engine.cli import TrainCLI
-from {{ cookiecutter.package_name }}.tasks import Classification
+from {{ cookiecutter.package_name }}.engine.sizes import class_of
 
-from conftest import CONSTANT_LR, run_train_py, train
+from conftest import CONSTANT_LR, DEFAULT_CONFIG, QUALITY, run_train_py, train
+
+TASK = class_of(yaml.safe_load(DEFAULT_CONFIG.read_text())["model"]["class_path"])
+"""The LightningModule that the default config trains: the tests stop a run inside its hooks."""
 
 EXACT = (
     "--trainer.deterministic", "true",
@@ -54,16 +59,18 @@ def test_the_same_seed_gives_bit_identical_weights_and_metrics(tmp_path: Path) -
     other = train(tmp_path / "other", "--seed_everything", "8", "--trainer.max_epochs", "2", *EXACT)
     assert identical(last_weights(first), last_weights(again))
     assert logged_scalars(first) == logged_scalars(again)
-    assert {"train/loss_step", "val/acc", "lr-AdamW"} <= set(logged_scalars(first))
+    tags = set(logged_scalars(first))
+    assert {"train/loss_step", "train/loss_epoch", "val/loss", QUALITY[0]} <= tags
+    assert any(tag.startswith("lr-") for tag in tags)  # the learning rate, per step
     assert not identical(last_weights(first), last_weights(other))
 
 
 def press_ctrl_c_when_epoch_starts(epoch: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    def on_train_epoch_start(self: Classification) -> None:
+    def on_train_epoch_start(self: L.LightningModule) -> None:
         if self.current_epoch == epoch:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(Classification, "on_train_epoch_start", on_train_epoch_start)
+    monkeypatch.setattr(TASK, "on_train_epoch_start", on_train_epoch_start)
 
 
 @pytest.mark.parametrize("scheduler", ["null", "default"])
@@ -89,14 +96,14 @@ def test_a_resumed_run_ends_with_the_weights_of_one_that_never_stopped(
 def test_ctrl_c_leaves_a_checkpoint_that_resumes_and_finishes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    training_step = Classification.training_step
+    training_step = TASK.training_step
 
-    def interrupted_mid_epoch(self: Classification, batch: object, batch_idx: int) -> torch.Tensor:
+    def interrupted_mid_epoch(self: L.LightningModule, batch: object, batch_idx: int) -> torch.Tensor:
         if self.global_step == STEPS_PER_EPOCH + 2:
             raise KeyboardInterrupt
         return training_step(self, batch, batch_idx)
 
-    monkeypatch.setattr(Classification, "training_step", interrupted_mid_epoch)
+    monkeypatch.setattr(TASK, "training_step", interrupted_mid_epoch)
     with pytest.raises(SystemExit) as exit_info:
         train(tmp_path, "--trainer.max_epochs", "3", *EXACT)
     monkeypatch.undo()
@@ -110,10 +117,14 @@ def test_ctrl_c_leaves_a_checkpoint_that_resumes_and_finishes(
     assert resumed.trainer.current_epoch == 3 and resumed.trainer.state.finished
 
 
+SIGTERM_EPOCH_STEPS = ("--trainer.limit_train_batches", "10")
+"""Epochs of 10 steps, whatever the size of the default data: the SIGTERM falls in epoch 1."""
+
+
 class SigtermAtStep(Callback):
     """Sends this process a SIGTERM, as a cluster does on preemption, after a step of epoch 1."""
 
-    step = 25
+    step = 15
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: object) -> None:
         if trainer.global_step == self.step:
@@ -123,7 +134,7 @@ class SigtermAtStep(Callback):
 def test_sigterm_stops_within_a_step_with_a_checkpoint_and_status_143(tmp_path: Path) -> None:
     stopped = run_train_py(
         "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "50", *CONSTANT_LR,
-        "--data.num_workers", "0", f"--trainer.callbacks+={__name__}.SigtermAtStep",
+        "--data.num_workers", "0", *SIGTERM_EPOCH_STEPS, f"--trainer.callbacks+={__name__}.SigtermAtStep",
     )  # fmt: skip
     assert stopped.returncode == 143, stopped.stderr[-3000:]
     assert "SIGTERM: stopped at epoch 1" in stopped.stderr and "Traceback" not in stopped.stderr
@@ -132,6 +143,6 @@ def test_sigterm_stops_within_a_step_with_a_checkpoint_and_status_143(tmp_path: 
     assert saved["global_step"] == SigtermAtStep.step  # before the next step began
     epochs = saved["epoch"] + 2  # finish this epoch and one more
     resumed = train(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", str(epochs),
-                    *CONSTANT_LR, "--data.num_workers", "0")  # fmt: skip
+                    *CONSTANT_LR, "--data.num_workers", "0", *SIGTERM_EPOCH_STEPS)  # fmt: skip
     assert resumed.config.ckpt_path == str(interrupted)
     assert resumed.trainer.current_epoch == epochs and resumed.trainer.state.finished

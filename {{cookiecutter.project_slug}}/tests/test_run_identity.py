@@ -3,32 +3,87 @@ config, concurrent runs get their own directories, and a resumed run continues i
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import CONSTANT_LR, TINY_RUN, train
+from {{ cookiecutter.package_name }}.engine.sizes import class_of
+
+from conftest import CONSTANT_LR, DEFAULT_CONFIG, QUICK_MODEL, TINY_RUN, train
 
 TINY = (
     "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
     *TINY_RUN,
 )  # fmt: skip
-NARROW = ("--model.net.width", "8")
+DEFAULT_DATA = class_of(yaml.safe_load(DEFAULT_CONFIG.read_text())["data"]["class_path"])
+
+
+class RenamedData(DEFAULT_DATA):  # type: ignore[misc,valid-type]
+    """The default DataModule under another class path: other data, as far as a checkpoint can tell."""
+
+
+RENAMED_DATA = f"{__name__}.{RenamedData.__name__}"
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The ``last.ckpt`` of a finished 2-epoch run of the default config (narrow, one-cycle schedule)."""
-    cli = train(tmp_path_factory.mktemp("finished"), "--trainer.max_epochs", "2", *NARROW, *TINY)
+    """The ``last.ckpt`` of a finished 2-epoch run of the default config (quick network, its schedule)."""
+    cli = train(tmp_path_factory.mktemp("finished"), "--trainer.max_epochs", "2", *QUICK_MODEL, *TINY)
     return Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
 
 
+def saved_settings(checkpoint: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model's and the data's settings that the checkpoint records."""
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return saved["hyper_parameters"], saved["datamodule_hyper_parameters"]
+
+
+def other_settings(checkpoint: Path) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Settings that every task and DataModule have, each changed from the checkpoint's: the flags,
+    and what the refusal must name. (Besides these flags, the checkpoint's run had QUICK_MODEL.)"""
+    model, data = saved_settings(checkpoint)
+    lr = model["optimizer"]["init_args"]["lr"]
+    other_lr = 0.1 if lr != 0.1 else 0.2
+    weight_init = "xavier_uniform" if model["weight_init"] != "xavier_uniform" else "orthogonal"
+    batch_size = data["batch_size"]
+    quick = zip(QUICK_MODEL[::2], QUICK_MODEL[1::2], strict=True)
+    return {
+        # Without QUICK_MODEL: the config's own network, not the one the checkpoint's weights fit.
+        "network": (
+            (),
+            tuple(
+                f".{flag.rpartition('.')[2]} (checkpoint {yaml.safe_load(value)!r}, config "
+                for flag, value in quick
+            ),
+        ),
+        "optimizer": (("--model.optimizer", "torch.optim.SGD"), ("model.optimizer.class_path",)),
+        "lr": (
+            ("--model.optimizer.lr", str(other_lr)),
+            (f"model.optimizer.init_args.lr (checkpoint {lr!r}, config {other_lr!r})",),
+        ),
+        "weight_init": (
+            ("--model.weight_init", weight_init),
+            (f"model.weight_init (checkpoint {model['weight_init']!r}, config {weight_init!r})",),
+        ),
+        "batch_size": (
+            ("--data.batch_size", str(2 * batch_size)),
+            (f"data.batch_size (checkpoint {batch_size!r}, config {2 * batch_size!r})",),
+        ),
+        "data": (
+            ("--data", RENAMED_DATA),
+            (f"data.class_path (checkpoint {data['_class_path']!r}, config {RENAMED_DATA!r})",),
+        ),
+    }
+
+
 def test_last_resolves_within_the_experiment_and_is_named(tmp_path: Path, capsys) -> None:
-    default = train(tmp_path, "--trainer.max_epochs", "1", *NARROW, *TINY)
-    wide = ("--trainer.logger.init_args.name", "wide", "--model.net.width", "16")
-    train(tmp_path, "--trainer.max_epochs", "1", *wide, *TINY)
+    default = train(tmp_path, "--trainer.max_epochs", "1", *QUICK_MODEL, *TINY)
+    other = ("--trainer.logger.init_args.name", "other", "--model.optimizer.lr", "0.01")
+    train(tmp_path, "--trainer.max_epochs", "1", *QUICK_MODEL, *other, *TINY)
     default_last = Path(default.trainer.log_dir) / "checkpoints" / "last.ckpt"
     trial = tmp_path / "tune" / "study" / "trial_0" / "version_0" / "checkpoints" / "last.ckpt"
     trial.parent.mkdir(parents=True)
@@ -37,29 +92,24 @@ def test_last_resolves_within_the_experiment_and_is_named(tmp_path: Path, capsys
 
     train(tmp_path, "--ckpt_path", "last", "--predict_path", str(tmp_path / "p.csv"), *TINY)
     assert f"Predicting with: {default_last}" in capsys.readouterr().out
-    cli = train(tmp_path, "--ckpt_path", "last", "--predict_path", str(tmp_path / "w.csv"), *wide, *TINY)
-    assert Path(cli.config.ckpt_path) == tmp_path / "wide" / "version_0" / "checkpoints" / "last.ckpt"
+    cli = train(tmp_path, "--ckpt_path", "last", "--predict_path", str(tmp_path / "w.csv"), *other, *TINY)
+    assert Path(cli.config.ckpt_path) == tmp_path / "other" / "version_0" / "checkpoints" / "last.ckpt"
     assert f"Predicting with: {cli.config.ckpt_path}" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(
-    ("change", "named"),
-    [
-        (("--model.net.width", "16"), "model.net.init_args.width (checkpoint 8, config 16)"),
-        (("--model.optimizer", "torch.optim.SGD"), "model.optimizer.class_path"),
-        (("--model.optimizer.lr", "0.1"), "model.optimizer.init_args.lr (checkpoint 0.003, config 0.1)"),
-        (("--data.val_fraction", "0.2"), "data.val_fraction (checkpoint 0.15, config 0.2)"),
-    ],
-)
+@pytest.mark.parametrize("setting", ["network", "optimizer", "lr", "weight_init", "batch_size", "data"])
 def test_a_checkpoint_made_with_other_settings_is_refused_before_any_work(
-    finished_run: Path, tmp_path: Path, capsys, change: tuple[str, ...], named: str
+    finished_run: Path, tmp_path: Path, capsys, setting: str
 ) -> None:
-    resume = ("--ckpt_path", str(finished_run), "--trainer.max_epochs", "2", *NARROW)
+    change, named = other_settings(finished_run)[setting]
+    quick = () if setting == "network" else QUICK_MODEL
+    resume = ("--ckpt_path", str(finished_run), "--trainer.max_epochs", "2", *quick)
     with pytest.raises(SystemExit) as exit_info:
         train(tmp_path, *resume, *change, *TINY)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert named in err and "Traceback" not in err and len(err.strip().splitlines()) == 2
+    assert named and all(name in err for name in named), err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 2
     assert not any(tmp_path.iterdir())
 
 
@@ -67,10 +117,15 @@ def test_predicting_refuses_other_data_settings_but_takes_the_model_from_the_che
     finished_run: Path, tmp_path: Path, capsys
 ) -> None:
     predict = ("--ckpt_path", str(finished_run), "--predict_path", str(tmp_path / "p.csv"), *TINY)
+    other = other_settings(finished_run)
+    (named,) = other["data"][1]
     with pytest.raises(SystemExit) as exit_info:
-        train(tmp_path, *predict, "--data.test_fraction", "0.2")
-    assert exit_info.value.code == 2 and "data.test_fraction" in capsys.readouterr().err
-    cli = train(tmp_path, *predict, "--model.net.width", "64", "--data.batch_size", "256")
+        train(tmp_path, *predict, *other["data"][0])  # its splits decide which samples are predicted
+    assert exit_info.value.code == 2 and named in capsys.readouterr().err
+    assert not (tmp_path / "p.csv").exists()
+    # Any model setting may differ, the network included (no QUICK_MODEL: the config's own, not the
+    # checkpoint's), and the batch size: the model comes from the checkpoint.
+    cli = train(tmp_path, *predict, *other["lr"][0], *other["weight_init"][0], *other["batch_size"][0])
     assert cli.config.predict_path == str(tmp_path / "p.csv") and (tmp_path / "p.csv").is_file()
 
 
@@ -86,21 +141,23 @@ def test_runs_started_at_the_same_moment_get_their_own_directories(
     assert Path(first.trainer.log_dir).is_dir() and Path(second.trainer.log_dir).is_dir()
 
 
-def val_losses(log_dir: str) -> list[tuple[int, float]]:
+def scalars(log_dir: str, name: str) -> list[tuple[int, float]]:
     events = EventAccumulator(log_dir)
     events.Reload()
-    return [(event.step, event.value) for event in events.Scalars("val/loss")]
+    return [(event.step, event.value) for event in events.Scalars(name)]
 
 
 def test_a_resumed_run_continues_its_own_directory_curves_and_best_checkpoint(tmp_path: Path) -> None:
     first = train(tmp_path, "--trainer.max_epochs", "2", *CONSTANT_LR, *TINY)
     resumed = train(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", "3", *CONSTANT_LR, *TINY)
     assert resumed.trainer.log_dir == first.trainer.log_dir
-    losses = val_losses(resumed.trainer.log_dir)
-    assert [step for step, _ in losses] == [1, 3, 5]  # one curve: 2 steps an epoch, 3 epochs
+    assert [step for step, _ in scalars(resumed.trainer.log_dir, "val/loss")] == [1, 3, 5]  # one curve:
+    # 2 steps an epoch, 3 epochs. The best checkpoint is the best of all 3 epochs on the monitor.
+    monitored = scalars(resumed.trainer.log_dir, resumed.config.monitor)
+    best_of = min if resumed.config.monitor_mode == "min" else max
     best = resumed.trainer.checkpoint_callback
-    assert best.best_model_score.item() == pytest.approx(min(value for _, value in losses))
-    best_epoch = min(range(3), key=lambda epoch: losses[epoch][1])
+    assert best.best_model_score.item() == pytest.approx(best_of(value for _, value in monitored))
+    best_epoch = best_of(range(3), key=lambda epoch: monitored[epoch][1])
     assert torch.load(best.best_model_path, weights_only=True)["epoch"] == best_epoch
 
 
@@ -108,6 +165,6 @@ def test_a_finished_run_given_again_tests_its_best_checkpoint(tmp_path: Path, ca
     first = train(tmp_path, "--trainer.max_epochs", "2", *TINY)  # a requeued job: the same command
     again = train(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", "2", *TINY)
     assert again.trainer.global_step == first.trainer.global_step and again.trainer.state.finished
-    assert "test/acc" in again.trainer.callback_metrics
+    assert "test/loss" in again.trainer.callback_metrics
     best = first.trainer.checkpoint_callback.best_model_path
-    assert f"Best checkpoint: {best}  (val/loss = " in capsys.readouterr().out
+    assert f"Best checkpoint: {best}  ({first.config.monitor} = " in capsys.readouterr().out

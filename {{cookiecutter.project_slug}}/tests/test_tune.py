@@ -1,5 +1,7 @@
-"""The hyperparameter search: trials are real runs, a killed search resumes, mistakes stop it in one line."""
+"""The hyperparameter search: trials are real runs scored by the monitored metric, a killed search resumes,
+mistakes stop it in one line."""
 
+import csv
 import runpy
 import sys
 import time
@@ -14,19 +16,18 @@ from optuna.trial import TrialState
 
 from {{ cookiecutter.package_name }}.engine import tune
 
-from conftest import DEFAULT_CONFIG, PROJECT_ROOT, TINY_RUN, train
+from conftest import DEFAULT_CONFIG, PROJECT_ROOT, QUALITY, TINY_RUN, train
 
-LR, WIDTH = "model.optimizer.init_args.lr", "model.net.init_args.width"
+# Keys that every task, network and DataModule has: the search is the machinery's, whatever it trains.
+LR, BATCH_SIZE = "model.optimizer.init_args.lr", "data.init_args.batch_size"
 SPACE = {
     "study_name": "tiny",
     "n_trials": 3,
-    "metric": "val/loss",
-    "direction": "minimize",
     "pruner": {"name": "NopPruner"},
     "heartbeat_seconds": 1,
     "params": {
         LR: {"type": "float", "low": 1.0e-3, "high": 1.0e-2, "log": True},
-        WIDTH: {"type": "categorical", "choices": [8, 16]},
+        BATCH_SIZE: {"type": "categorical", "choices": [32, 64]},
     },
     "fixed": {
         "trainer.max_epochs": 2,
@@ -37,13 +38,23 @@ SPACE = {
 }
 
 
-def search(root: Path, *args: str, **entries: Any) -> optuna.Study:
-    """Runs ``python tune.py ARGS -- TINY_RUN`` in this process, with SPACE and ``entries`` as the space."""
+def search(root: Path, *args: str, training: tuple[str, ...] = (), **entries: Any) -> optuna.Study:
+    """Runs ``python tune.py ARGS -- TINY_RUN TRAINING`` in this process, with SPACE and ``entries`` as
+    the space."""
     space = root / "space.yaml"
     storage = {"storage": f"sqlite:///{root / 'studies.db'}", "log_dir": str(root / "tune")}
     space.write_text(yaml.safe_dump({**SPACE, **storage, **entries}))
     with mock.patch.object(sys, "argv", ["tune.py"]):  # pytest's own flags are not ours
-        return tune.main(DEFAULT_CONFIG, space, [*args, "--", *TINY_RUN])
+        return tune.main(DEFAULT_CONFIG, space, [*args, "--", *TINY_RUN, *training])
+
+
+def resolved_config(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> dict[str, Any]:
+    """What ``python train.py ARGS --print_config`` resolves: the config a run would have."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        train(root, *args, "--print_config")
+    assert exit_info.value.code == 0
+    return yaml.safe_load(capsys.readouterr().out)
 
 
 def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -56,17 +67,40 @@ def test_a_study_runs_its_trials_and_writes_the_best_config(tmp_path: Path, caps
     for trial in study.trials:  # each trial is a run with its own TensorBoard logs, under one parent
         assert list((tmp_path / "tune" / "tiny").glob(f"trial_{trial.number}/version_0/events.out.*"))
     best = tmp_path / "tune" / "tiny" / "best.yaml"
-    assert yaml.safe_load(best.read_text())["model"] == {
-        "optimizer": {"init_args": {"lr": study.best_params[LR]}},
-        "net": {"init_args": {"width": study.best_params[WIDTH]}},
-    }
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        train(tmp_path, "--config", str(best), "--print_config")
-    assert exit_info.value.code == 0
-    config = yaml.safe_load(capsys.readouterr().out)
-    assert config["model"]["init_args"]["net"]["init_args"]["width"] == study.best_params[WIDTH]
+    written = yaml.safe_load(best.read_text())
+    assert written["model"] == {"optimizer": {"init_args": {"lr": study.best_params[LR]}}}
+    assert written["data"] == {"init_args": {"batch_size": study.best_params[BATCH_SIZE]}}
+    config = resolved_config(capsys, tmp_path, "--config", str(best))
+    assert config["model"]["init_args"]["optimizer"]["init_args"]["lr"] == study.best_params[LR]
+    assert config["data"]["init_args"]["batch_size"] == study.best_params[BATCH_SIZE]
     assert config["trainer"]["max_epochs"] == 2
+
+
+def test_the_trials_are_scored_by_the_metric_the_training_config_monitors(tmp_path: Path, capsys) -> None:
+    metric = QUALITY[0]  # higher is better: the direction comes from the config too
+    study = search(tmp_path, "--n-trials", "1", training=("--monitor", metric, "--monitor_mode", "max"))
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    (trial,) = finished(study)
+    with (tmp_path / "tune" / "tiny" / "trial_0" / "version_0" / "epochs.csv").open() as file:
+        logged = [float(row[metric]) for row in csv.DictReader(file)]
+    assert list(trial.intermediate_values) == [0, 1]  # reported after each epoch's validation
+    assert list(trial.intermediate_values.values()) == pytest.approx(logged)
+    assert trial.value == max(logged)  # the best epoch, by the config's mode
+    best = (tmp_path / "tune" / "tiny" / "best.yaml").read_text()
+    assert best.startswith(f"# Trial 0 of study 'tiny': {metric} = {trial.value:.4f}\n")
+
+    capsys.readouterr()  # the study goes on only as it is scored: the default config monitors another way
+    with pytest.raises(SystemExit) as exit_info:
+        search(tmp_path, "--n-trials", "2")
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "monitor:" in errors[0] and f"{metric} (maximize)" in errors[0]
+    assert len(search(tmp_path, "--n-trials", "0", "--study-name", "other").trials) == 0  # a new one may
+
+    # The monitor may also be fixed in the space: the trials' resolved config is what counts.
+    fixed = {**SPACE["fixed"], "monitor": metric, "monitor_mode": "max"}
+    study = search(tmp_path, "--n-trials", "2", fixed=fixed)
+    assert [trial.state for trial in study.trials] == [TrialState.COMPLETE] * 2
 
 
 class Killed(BaseException):
@@ -92,17 +126,25 @@ def test_bad_trials_are_pruned_and_the_search_goes_on(tmp_path: Path) -> None:
     pruned = search(tmp_path, "--n-trials", "1", pruner={"name": "ThresholdPruner", "upper": 0.0})
     assert [(t.state, list(t.intermediate_values)) for t in pruned.trials] == [(TrialState.PRUNED, [0])]
     diverging = {"model.optimizer.class_path": "torch.optim.SGD", LR: 1.0e30, "model.scheduler": None}
-    fixed, params = {**SPACE["fixed"], **diverging}, {WIDTH: SPACE["params"][WIDTH]}
+    fixed, params = {**SPACE["fixed"], **diverging}, {BATCH_SIZE: SPACE["params"][BATCH_SIZE]}
     study = search(tmp_path, "--n-trials", "2", "--study-name", "nan", fixed=fixed, params=params)
     assert [trial.state for trial in study.trials] == [TrialState.PRUNED] * 2
 
 
-def test_the_shipped_search_space_is_valid(tmp_path: Path) -> None:
+EXAMPLES = sorted((PROJECT_ROOT / "configs" / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("example", [None, *EXAMPLES], ids=lambda path: path.stem if path else "default")
+def test_the_shipped_search_space_is_valid_whatever_the_config_trains(
+    tmp_path: Path, capsys, example: Path | None
+) -> None:
     space = PROJECT_ROOT / "configs" / "search_space.yaml"
+    training = ["--config", str(example)] if example else []
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
     with mock.patch.object(sys, "argv", ["tune.py"]):  # checks every key against the CLI, runs no trial
-        study = tune.main(DEFAULT_CONFIG, space, ["--n-trials", "0", "--storage", storage])
-    assert study.trials == [] and study.direction == optuna.study.StudyDirection.MINIMIZE
+        study = tune.main(DEFAULT_CONFIG, space, ["--n-trials", "0", "--storage", storage, "--", *training])
+    mode = resolved_config(capsys, tmp_path, *training)["monitor_mode"]
+    assert study.trials == [] and study.direction.name.lower() == f"{mode}imize"
 
 
 @pytest.mark.parametrize(
@@ -114,6 +156,8 @@ def test_the_shipped_search_space_is_valid(tmp_path: Path) -> None:
         ({"params": {LR: {"type": "normal", "low": 0.1, "high": 1}}}, f"params.{LR}"),
         ({"pruner": {"name": "MedianPrunr"}}, "pruner"),
         ({"storage": "postgres:/nowhere"}, "postgres:/nowhere"),
+        ({"metric": "val/loss"}, "metric: the trials are scored by the training config's monitor"),
+        ({"params": {"monitor": {"type": "categorical", "choices": ["val/loss"]}}}, "params.monitor"),
     ],
 )
 def test_mistakes_stop_the_search_with_one_line(tmp_path: Path, capsys, entries: dict, named: str) -> None:
@@ -122,6 +166,15 @@ def test_mistakes_stop_the_search_with_one_line(tmp_path: Path, capsys, entries:
     assert exit_info.value.code == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and named in errors[0]
+
+
+def test_a_monitor_that_the_task_does_not_log_stops_the_search_with_one_line(tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        search(tmp_path, "--n-trials", "1", training=("--monitor", "val/nowhere"))
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "monitor: 'val/nowhere' is not logged" in errors[0]
+    assert "val/loss" in errors[0]  # among the metrics that are
 
 
 def test_without_optuna_the_search_says_how_to_install_it(monkeypatch) -> None:

@@ -61,6 +61,22 @@ def discard_unstarted_run(trainer: L.Trainer) -> None:
         shutil.rmtree(log_dir, ignore_errors=True)
 
 
+def missing_monitor(trainer: L.Trainer, monitor: str, error: Exception) -> str | None:
+    """The one-line error for a ``monitor`` that the model does not log, if that is what stopped the run.
+
+    What a module logs is known once it has run: the callbacks that watch the metric (ModelCheckpoint,
+    EarlyStopping, a plateau schedule) find out at the end of the first epoch, each with an error of
+    its own (EarlyStopping's a RuntimeError with a traceback); this one names the key and the choices.
+    """
+    logged = sorted(trainer.callback_metrics)
+    if monitor in logged or monitor not in str(error):
+        return None
+    return (
+        f"monitor: the model logs no '{monitor}' (it logs {', '.join(logged) or 'nothing'}); set --monitor"
+        " to one of those, and --monitor_mode to min or max to match"
+    )
+
+
 @rank_zero_only
 def report(message: str) -> None:
     print(message, flush=True)
@@ -186,7 +202,7 @@ def main(default_config: Path, args: list[str] | None = None, callbacks: Sequenc
             trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, verbose=False)
     except MisconfigurationException as error:  # settings that only clash once the Trainer runs
         discard_unstarted_run(trainer)
-        cli.parser.error(str(error))
+        cli.parser.error(missing_monitor(trainer, cli.config.monitor, error) or str(error))
     except NonFiniteLossError as error:
         saved = Path(checkpoint.dirpath).glob("*.ckpt") if checkpoint and checkpoint.dirpath else []
         last = max(saved, key=lambda path: path.stat().st_mtime, default=None)
@@ -198,6 +214,9 @@ def main(default_config: Path, args: list[str] | None = None, callbacks: Sequenc
         end_process_group()  # Lightning hands the signal to every process at the same step
         raise SystemExit(143) from None  # 128 + SIGTERM, what schedulers expect of a terminated job
     except RuntimeError as error:
+        if (missing := missing_monitor(trainer, cli.config.monitor, error)) is not None:
+            discard_unstarted_run(trainer)  # EarlyStopping's error
+            cli.parser.error(missing)
         timed_out = timed_out_collective(error)
         if timed_out is None:
             raise

@@ -29,6 +29,25 @@ def yaml_error(args: Sequence[str]) -> str | None:
     return None
 
 
+LINK_FAILURE = re.compile(r"^Call to compute_fn of link .*? failed: ", re.DOTALL)
+"""How jsonargparse wraps an error raised while it computes a linked value (a size from the data)."""
+
+IMPORT_FAILURE = re.compile(r"No module named|has no attribute|cannot import name")
+"""How a ``class_path`` that does not import is reported."""
+
+
+def unwrap_link_error(error: Exception) -> Exception:
+    """The error that a link's ``compute_fn`` raised, out of jsonargparse's wrapper around it.
+
+    The wrapper repeats the link (a ``functools.partial``) and every argument it was called with;
+    what went wrong, and whether it names a setting, is the original error's alone.
+    """
+    cause = error.__cause__
+    if LINK_FAILURE.match(str(error)) and isinstance(cause, Exception):
+        return unwrap_link_error(cause)
+    return error
+
+
 def names_a_setting(error: Exception) -> bool:
     """Whether an error raised while building the classes is about a value of the config.
 
@@ -46,23 +65,31 @@ def concise(message: str) -> str:
     A failed match against ``Optional[...]`` or a class path lists every alternative it tried;
     the reader needs the key and what was wrong with the value, not the list.
     """
-    lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
+    message = LINK_FAILURE.sub("", str(message))
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
     keys = re.findall(r'Parser key "([^"]+)"', message)
     reasons = [
         line.removeprefix("- ")
         for line in lines
-        if not line.startswith(("Parser key", "Does not validate", "Subtypes:", "Errors:", "Given value"))
+        if 'Parser key "' not in line
+        and not line.startswith(("Does not validate", "Subtypes:", "Errors:", "Given value"))
         and "NoneType" not in line
         and not line.removeprefix("- ").startswith("Problem with given class_path")
     ]
     given = next((line for line in lines if line.startswith("Given value:")), None)
+    if given is not None:  # a value jsonargparse holds as NestedArg(key=..., val=...): the value alone
+        given = re.sub(r"NestedArg\(key='[^']*', val=(.*)\)$", r"\1", given)
     reason = reasons[0] if reasons else lines[-1]
+    reason = re.sub(r"\. Got value: Namespace\(.*$", "", reason)  # the whole entry again, after the value
     literals = re.findall(r"Literal\[([^]]*)]", message)
     choices = [value for literal in literals for value in literal.split(", ")]
     if choices:  # a union of choices (e.g. trainer.precision): the choices, not the first type tried
         reason = f"Expected one of {', '.join(dict.fromkeys(choices))}"
     if given and reason.startswith("Expected") and "value" not in reason:
         reason = f"{reason} ({given[0].lower()}{given[1:]})"
+    named = re.findall(r"class_path[= ]'([^']+)'", message)  # the innermost class path tried last
+    if IMPORT_FAILURE.search(reason) and named and named[-1] not in reason:
+        reason = f"class_path '{named[-1]}' does not import: {reason.rpartition('class: ')[2]}"
     return f"{'.'.join(keys)}: {reason}" if keys else reason
 
 

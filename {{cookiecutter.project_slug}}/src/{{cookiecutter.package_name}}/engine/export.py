@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from {{ cookiecutter.package_name }}.engine.sizes import load_module
 
 ATOL = RTOL = 1e-4
-"""Parity tolerance on the logits: other runtimes sum in another order, float32 agrees to ~1e-6."""
+"""Parity tolerance on the outputs: other runtimes sum in another order, float32 agrees to ~1e-6."""
 EXAMPLE_BATCH_SIZE = 2
 """Exported with 2 samples: ``torch.export`` would fix a batch dimension of 1 as a constant."""
 PARITY_BATCH_SIZES = (1, 16)
@@ -133,7 +133,7 @@ def batch_of(examples: Tensor, size: int) -> Tensor:
 
 
 def check_parity(net: nn.Module, runner: Runner, examples: Tensor) -> float:
-    """The largest absolute difference between the exported and the PyTorch logits, or an error."""
+    """The largest absolute difference between the exported and the PyTorch outputs, or an error."""
     largest = 0.0
     for size in PARITY_BATCH_SIZES:
         inputs = batch_of(examples.flip(0), size)  # other inputs than the exported example's

@@ -1,15 +1,17 @@
 """A run's results as plain files next to its checkpoints, readable without TensorBoard.
 
 ``epochs.csv`` (one row per epoch), ``summary.json`` and ``summary.md`` (best checkpoint, test
-metrics, epochs, wall time, config) and ``curves.png`` (loss and accuracy against the epoch): what
-a notebook, a spreadsheet, a diff or a code review can read, with any logger or none. (Not
-``metrics.csv``: Lightning's ``CSVLogger`` writes its own file of that name in the same directory.)
+metrics, epochs, wall time, config) and ``curves.png`` (each metric the module logs per epoch, the
+loss first, against the epoch): what a notebook, a spreadsheet, a diff or a code review can read,
+with any logger or none. (Not ``metrics.csv``: Lightning's ``CSVLogger`` writes its own file of
+that name in the same directory.)
 """
 
 import csv
 import json
 import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,12 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import SaveConfigCallback
 
 from {{ cookiecutter.package_name }}.engine.callbacks import model_checkpoint
+
+STAGES = ("train", "val")
+"""The stages drawn in ``curves.png``, each metric as ``STAGE/NAME`` (or ``STAGE/NAME_epoch``)."""
+SPEED = ("train/epoch_time_s", "train/samples_per_s")
+"""What ``dashboards.EpochThroughput`` logs per epoch: the run's speed, in ``epochs.csv`` but not a
+learning curve."""
 
 
 def run_directory(trainer: L.Trainer) -> Path:
@@ -41,7 +49,21 @@ def epoch_metrics(trainer: L.Trainer, validated: bool) -> dict[str, float]:
     }
 
 
-def draw_curves(rows: list[dict[str, float]], panels: tuple[str, ...], path: Path) -> None:
+def curve_names(rows: list[dict[str, float]]) -> tuple[str, ...]:
+    """The metrics logged per epoch as ``train/NAME`` or ``val/NAME``, whatever the task: one panel
+    each, the loss first, then in the order of ``epochs.csv``. ``NAME_epoch`` is ``NAME``: a metric
+    that is also logged per step (the training loss) gets that suffix per epoch."""
+    names = [
+        name.partition("/")[2].removesuffix("_epoch")
+        for row in rows
+        for name in row
+        if name.partition("/")[0] in STAGES and name not in SPEED
+    ]
+    ordered = list(dict.fromkeys(names))
+    return tuple(sorted(ordered, key=lambda name: name != "loss"))  # stable: the rest keep their order
+
+
+def draw_curves(rows: list[dict[str, float]], panels: Sequence[str], path: Path) -> None:
     """One panel per metric, training and validation against the epoch, as a PNG file.
 
     matplotlib is imported here, not at the top, so that ``python train.py --help`` stays fast.
@@ -52,12 +74,12 @@ def draw_curves(rows: list[dict[str, float]], panels: tuple[str, ...], path: Pat
 
     figure = Figure(figsize=(5 * len(panels), 4), layout="constrained")
     for axes, metric in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
-        for stage in ("train", "val"):
+        for color, stage in enumerate(STAGES):  # a stage has one colour in every panel
             names = (f"{stage}/{metric}_epoch", f"{stage}/{metric}")  # the loss is also logged per step
             name = next((name for name in names if any(name in row for row in rows)), None)
             if name is not None:
                 points = [(row["epoch"], row[name]) for row in rows if name in row]
-                axes.plot(*zip(*points, strict=True), marker="o", label=stage)
+                axes.plot(*zip(*points, strict=True), marker="o", label=stage, color=f"C{color}")
         axes.set(title=metric, xlabel="epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
@@ -76,8 +98,10 @@ class RunFiles(Callback):
     writes nothing.
     """
 
-    def __init__(self, curves: tuple[str, ...] = ("loss", "acc")) -> None:
-        self.curves = curves  # the metrics drawn in curves.png, each as `train/NAME` and `val/NAME`
+    def __init__(self, curves: Sequence[str] | None = None) -> None:
+        # The metrics drawn in curves.png, each as `train/NAME` and `val/NAME`; None: every one
+        # that the run logs per epoch (curve_names).
+        self.curves = tuple(curves) if curves is not None else None
         self.rows: list[dict[str, float]] = []
         self.pending: dict[str, float] | None = None  # the epoch that just ended, not yet complete
         self.validated = False
@@ -107,7 +131,9 @@ class RunFiles(Callback):
         self.complete_epoch(trainer)
         self.write_summary(trainer)
         if self.directory is not None and self.rows and trainer.is_global_zero:
-            draw_curves(self.rows, self.curves, self.directory / "curves.png")
+            panels = self.curves if self.curves is not None else curve_names(self.rows)
+            if panels:
+                draw_curves(self.rows, panels, self.directory / "curves.png")
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = sorted(trainer.callback_metrics.items())

@@ -1,7 +1,8 @@
-"""The search space file (``configs/search_space.yaml``): what ``tune.py`` varies, and how it scores.
+"""The search space file (``configs/search_space.yaml``): what ``tune.py`` varies, and over which ranges.
 
 Each entry of ``params`` names a config key and the arguments of Optuna's ``trial.suggest_<type>``;
-the sampled values reach the training CLI as ordinary ``--key=value`` flags.
+the sampled values reach the training CLI as ordinary ``--key=value`` flags. What scores a trial is
+not in this file: it is the training config's ``monitor`` and ``monitor_mode``.
 """
 
 import dataclasses
@@ -12,6 +13,11 @@ from typing import Any
 import optuna
 import yaml
 from optuna.trial import FixedTrial
+
+SCORED_BY = (
+    "the trials are scored by the training config's monitor and monitor_mode (set them in the config,"
+    " after -- or in fixed)"
+)
 
 
 class SearchSpaceError(ValueError):
@@ -26,8 +32,6 @@ class SearchSpace:
     storage: str
     log_dir: str
     n_trials: int
-    metric: str
-    direction: str
     pruner: dict[str, Any]
     heartbeat_seconds: int
     params: dict[str, dict[str, Any]]
@@ -37,9 +41,18 @@ class SearchSpace:
     def load(cls, path: Path, **overrides: Any) -> "SearchSpace":
         try:
             content = yaml.safe_load(path.read_text(encoding="utf-8"))
-            return cls(**{**content, **{key: value for key, value in overrides.items() if value is not None}})
+            given = {key: value for key, value in overrides.items() if value is not None}
+            space = cls(**{**content, **given})
         except (OSError, yaml.YAMLError, TypeError) as error:  # unreadable; an entry unknown or missing
-            raise SearchSpaceError(f"{path}: {str(error).split('__init__() ')[-1]}") from None
+            problem = str(error).split("__init__() ")[-1]
+            moved = next((key for key in ("metric", "direction") if f"'{key}'" in problem), None)
+            if moved is not None:  # the entries of earlier versions
+                problem = f"{moved}: {SCORED_BY}"
+            raise SearchSpaceError(f"{path}: {problem}") from None
+        varied = [key for key in space.params or {} if key in ("monitor", "monitor_mode")]
+        if varied:
+            raise SearchSpaceError(f"params.{varied[0]}: {SCORED_BY}; it cannot vary from trial to trial")
+        return space
 
     @property
     def study_dir(self) -> Path:

@@ -22,13 +22,17 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_warn
 
 from {{ cookiecutter.package_name }}.engine.checkpoint_io import checkpoint_problem
-from {{ cookiecutter.package_name }}.engine.config_errors import names_a_setting, yaml_error
+from {{ cookiecutter.package_name }}.engine.config_errors import names_a_setting, unwrap_link_error, yaml_error
 from {{ cookiecutter.package_name }}.engine.datamodule import SeededDataModule
 from {{ cookiecutter.package_name }}.engine.distributed import (
     launches_this_command_again,
     set_collective_timeout,
 )
-from {{ cookiecutter.package_name }}.engine.hardware import auto_benchmark, auto_precision, enable_tf32_if_supported
+from {{ cookiecutter.package_name }}.engine.hardware import (
+    auto_benchmark,
+    auto_precision,
+    enable_tf32_if_supported,
+)
 from {{ cookiecutter.package_name }}.engine.non_finite import StopOnNonFiniteLoss
 from {{ cookiecutter.package_name }}.engine.run_identity import (
     checkpoint_misfit,
@@ -197,9 +201,10 @@ class TrainCLI(LightningCLI):
         try:
             super().instantiate_classes()
         except (ValueError, TypeError, MisconfigurationException) as error:
-            if not names_a_setting(error):
+            cause = unwrap_link_error(error)  # a size the data lacks (sizes.size_for), or a bug of its own
+            if not names_a_setting(cause):
                 raise  # a bug in the code being built keeps its traceback (the rule: names_a_setting)
-            self.parser.error(str(error))
+            self.parser.error(str(cause))
         record_model_config(self.model, self.config.model, self.datamodule)
         if self.config.ckpt_path is not None:
             checkpoint = Path(self.config.ckpt_path)

@@ -3,11 +3,14 @@
 Each trial is an ordinary run of ``cli.main``, the code path of ``train.py``, with the sampled
 values as ``--key=value`` flags: it is configured, checked, logged and checkpointed like any run.
 The study lives in a database, so a search that is stopped or killed continues where it was when
-the same command runs again, and processes pointed at the same storage share its trials.
+the same command runs again, and processes pointed at the same storage share its trials. A trial's
+score is the metric that the training config monitors (``monitor``, ``monitor_mode``): the one that
+picks its best checkpoint and stops it early, whatever the task.
 """
 
 import argparse
 import contextlib
+import dataclasses
 import functools
 import io
 import math
@@ -15,6 +18,7 @@ import shlex
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import optuna
@@ -35,6 +39,22 @@ class TrainingExitError(Exception):
     """The training CLI exited with this status (a bad value, Ctrl-C, SIGTERM); Optuna fails the trial."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Objective:
+    """What scores a trial: the training config's monitored metric, and which way is better."""
+
+    metric: str
+    direction: str  # minimize | maximize, as Optuna says it
+
+    @classmethod
+    def of(cls, config: dict[str, Any]) -> "Objective":
+        """The objective of a resolved training config (``--print_config``): its ``monitor``."""
+        return cls(config["monitor"], "maximize" if config["monitor_mode"] == "max" else "minimize")
+
+    def __str__(self) -> str:
+        return f"{self.metric} ({self.direction})"
+
+
 class ReportToTrial(Callback):
     """Reports the metric to the trial after each validation and ends the trial when the pruner says so.
 
@@ -42,10 +62,10 @@ class ReportToTrial(Callback):
     these few lines need neither. The best value over the epochs is the trial's score.
     """
 
-    def __init__(self, trial: optuna.Trial, metric: str, direction: str) -> None:
+    def __init__(self, trial: optuna.Trial, objective: Objective) -> None:
         self.trial = trial
-        self.metric = metric
-        self.better = min if direction == "minimize" else max
+        self.metric = objective.metric
+        self.better = min if objective.direction == "minimize" else max
         self.best: float | None = None
         self.diverged = False
 
@@ -54,7 +74,7 @@ class ReportToTrial(Callback):
             return
         if self.metric not in trainer.callback_metrics:
             logged = sorted(trainer.callback_metrics)
-            raise SearchSpaceError(f"metric: {self.metric!r} is not logged; these are: {logged}")
+            raise SearchSpaceError(f"monitor: {self.metric!r} is not logged; these are: {logged}")
         value = float(trainer.callback_metrics[self.metric])
         if not math.isfinite(value):
             raise optuna.TrialPruned(f"{self.metric} is {value} after epoch {trainer.current_epoch}")
@@ -69,18 +89,20 @@ class ReportToTrial(Callback):
         self.diverged = isinstance(exception, NonFiniteLossError)
 
 
-def check_flags(default_config: Path, args: list[str]) -> None:
-    """Parses a trial's flags without training: a wrong key stops the search before the study starts."""
-    with contextlib.redirect_stdout(io.StringIO()):
+def resolve(default_config: Path, args: list[str]) -> dict[str, Any]:
+    """A trial's config, resolved from its flags without training: a wrong key stops the search
+    before the study starts, and the config says what the trials are scored by."""
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
         try:
             train(default_config, [*args, "--print_config"])
         except SystemExit as stop:
             if stop.code:  # the CLI has named the key
                 raise
+    return yaml.safe_load(printed.getvalue())
 
 
-def open_study(space: SearchSpace) -> optuna.Study:
-    """Creates the study, or loads it to continue where it stopped."""
+def open_study(space: SearchSpace, objective: Objective) -> optuna.Study:
+    """Creates the study, or loads it to continue where it stopped, scored as it was."""
     if space.storage.startswith("sqlite:///"):
         Path(space.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     settings = dict(space.pruner)
@@ -94,24 +116,38 @@ def open_study(space: SearchSpace) -> optuna.Study:
             # argument experimental, not the feature unreliable.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             storage = optuna.storages.RDBStorage(space.storage, heartbeat_interval=space.heartbeat_seconds)
-        return optuna.create_study(
+        study = optuna.create_study(
             storage=storage,
             study_name=space.study_name,
-            direction=space.direction,
+            direction=objective.direction,
             pruner=pruner,
             load_if_exists=True,
         )
+        # Optuna loads a study as it was created, whatever direction is asked for now: a study's
+        # trials are comparable only under one objective, which it records at its start.
+        scored = Objective(study.user_attrs.get("monitor", objective.metric), study.direction.name.lower())
+        if scored != objective:
+            raise SearchSpaceError(
+                f"monitor: study {space.study_name!r} in {space.storage} scores its trials by {scored},"
+                f" this config by {objective}: name a new study (--study-name), or set monitor and"
+                " monitor_mode as the study has them"
+            )
+        if "monitor" not in study.user_attrs:
+            study.set_user_attr("monitor", objective.metric)
+        return study
     except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as error:
         raise SearchSpaceError(
             f"study {space.study_name!r} in {space.storage}: {error}".splitlines()[0]
         ) from None
 
 
-def run_trial(trial: optuna.Trial, space: SearchSpace, default_config: Path, extra: list[str]) -> float:
+def run_trial(
+    trial: optuna.Trial, space: SearchSpace, objective: Objective, default_config: Path, extra: list[str]
+) -> float:
     """One training run, logged to ``study_dir/trial_N``; a bad key stops it before any training."""
     root = space.study_dir / f"trial_{trial.number}"
     values = {**space.fixed, **space.suggest(trial), "trainer.default_root_dir": str(root)}
-    reporter = ReportToTrial(trial, space.metric, space.direction)
+    reporter = ReportToTrial(trial, objective)
     try:
         # One device per trial unless the flags say otherwise: Lightning would launch several by
         # running tune.py's own command line again. (To use several GPUs, run one tune.py per GPU.)
@@ -121,15 +157,15 @@ def run_trial(trial: optuna.Trial, space: SearchSpace, default_config: Path, ext
             raise optuna.TrialPruned("the training loss diverged") from None
         raise TrainingExitError(stop.code) from None
     if reporter.best is None:
-        raise SearchSpaceError(f"metric: no validation ran, so {space.metric!r} has no value")
+        raise SearchSpaceError(f"monitor: no validation ran, so {objective.metric!r} has no value")
     return reporter.best
 
 
-def write_best(study: optuna.Study, space: SearchSpace, extra: list[str]) -> Path:
+def write_best(study: optuna.Study, space: SearchSpace, objective: Objective, extra: list[str]) -> Path:
     """The best trial as a config file that ``train.py`` runs as it is: the fixed and the tuned values."""
     best, path = study.best_trial, space.study_dir / "best.yaml"
     command = shlex.join(["python", "train.py", *extra, "--config", str(path)])
-    about = f"Trial {best.number} of study {space.study_name!r}: {space.metric} = {best.value:.4f}"
+    about = f"Trial {best.number} of study {space.study_name!r}: {objective.metric} = {best.value:.4f}"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"# {about}\n# {command}\n" + yaml.safe_dump(nested({**space.fixed, **best.params})))
     return path
@@ -154,14 +190,20 @@ def main(default_config: Path, default_space: Path, argv: list[str] | None = Non
         space = SearchSpace.load(
             options.space, n_trials=options.n_trials, storage=options.storage, study_name=options.study_name
         )
-        check_flags(default_config, [*extra, *flags({**space.fixed, **space.suggest()})])
-        study = open_study(space)
+        config = resolve(default_config, [*extra, *flags({**space.fixed, **space.suggest()})])
+        objective = Objective.of(config)
+        study = open_study(space, objective)
         done = len(study.get_trials(deepcopy=False, states=FINISHED))
-        print(f"Study {space.study_name!r} in {space.storage}: {done} of {space.n_trials} trials finished")
+        print(
+            f"Study {space.study_name!r} in {space.storage}, scored by {objective}:"
+            f" {done} of {space.n_trials} trials finished"
+        )
         if done < space.n_trials:
             # MaxTrialsCallback stops once all processes on this storage together have n_trials.
             stop = MaxTrialsCallback(space.n_trials, states=FINISHED)
-            run = functools.partial(run_trial, space=space, default_config=default_config, extra=extra)
+            run = functools.partial(
+                run_trial, space=space, objective=objective, default_config=default_config, extra=extra
+            )
             study.optimize(run, n_trials=space.n_trials - done, callbacks=[stop])
     except SearchSpaceError as error:
         sys.stderr.write(f"error: {error}\n")
@@ -172,7 +214,7 @@ def main(default_config: Path, default_space: Path, argv: list[str] | None = Non
             sys.stderr.write("The search stopped; the same command continues the study.\n")
         raise SystemExit(code) from None
     if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        print(f"Best: trial {study.best_trial.number}, {space.metric} = {study.best_value:.4f}")
-        print(f"Its config: {write_best(study, space, extra)}")
+        print(f"Best: trial {study.best_trial.number}, {objective.metric} = {study.best_value:.4f}")
+        print(f"Its config: {write_best(study, space, objective, extra)}")
     print(f"Every trial: tensorboard --logdir {space.study_dir}")
     return study

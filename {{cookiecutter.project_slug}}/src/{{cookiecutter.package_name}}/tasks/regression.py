@@ -30,9 +30,12 @@ class Regression(Task):
         super().__init__(**kwargs)
 
     def configure_metrics(self, stage: str) -> MetricCollection:
-        metrics = {"mae": MeanAbsoluteError(num_outputs=self.num_outputs)}
+        # One number per metric, whatever num_outputs: the errors over all values of all outputs (as
+        # the predictions file is scored), R2 averaged over the outputs. Per-output tensors cannot be
+        # logged, and would stop a run with several outputs at its first validation.
+        metrics = {"mae": MeanAbsoluteError()}
         if stage != "train":  # training tracks one metric: it is updated every step
-            metrics["rmse"] = MeanSquaredError(squared=False, num_outputs=self.num_outputs)
+            metrics["rmse"] = MeanSquaredError(squared=False)
             metrics["r2"] = R2Score(multioutput="uniform_average")
         return MetricCollection(metrics)  # type: ignore[arg-type]
 

@@ -17,11 +17,19 @@ HORIZONS = ("total_steps", "T_max", "total_iters")
 
 
 def unset_horizon(make: Any) -> str | None:
-    """The horizon keyword that ``make`` (a class or a partial of one) takes and the config left null."""
-    keywords = getattr(make, "keywords", None)
-    if keywords is not None:  # a partial, as jsonargparse builds one from the config
-        return next((name for name in HORIZONS if name in keywords and keywords[name] is None), None)
-    parameters = inspect.signature(make).parameters
+    """The horizon keyword that ``make`` (a class, or a partial of one) takes and leaves unset (None).
+
+    jsonargparse's partials carry every argument of the config as a keyword; a partial written in
+    Python carries only those it sets, and its signature shows the class's defaults for the rest.
+    """
+    keywords = getattr(make, "keywords", {})
+    given = next((name for name in HORIZONS if name in keywords), None)
+    if given is not None:
+        return given if keywords[given] is None else None
+    try:
+        parameters = inspect.signature(make).parameters
+    except (TypeError, ValueError):  # a callable without a readable signature: nothing to fill
+        return None
     return next((name for name in HORIZONS if name in parameters and parameters[name].default is None), None)
 
 
