@@ -126,8 +126,9 @@ def test_a_regression_team_changes_one_data_file_one_config_and_conftest(tmp_pat
     changed = {
         str(path.relative_to(project))
         for path in project.rglob("*")
-        if path.is_file() and path.read_bytes() != (fresh / path.relative_to(project)).read_bytes()
-        if (fresh / path.relative_to(project)).exists()
+        if path.is_file()
+        and (fresh / path.relative_to(project)).is_file()
+        and path.read_bytes() != (fresh / path.relative_to(project)).read_bytes()
     }
     added = {
         str(p.relative_to(project))
