@@ -43,8 +43,9 @@ def make_model(num_outputs: int = 1, **kwargs: Any) -> Regression:
 
 
 def quiet_trainer(tmp_path: Path, **kwargs: Any) -> L.Trainer:
+    # Nothing written into the project; the progress bar and summary stay as the default has them.
     settings = {"accelerator": "cpu", "devices": 1, "logger": False, "enable_checkpointing": False}
-    settings |= {"enable_progress_bar": False, "enable_model_summary": False, "default_root_dir": tmp_path}
+    settings |= {"default_root_dir": tmp_path}
     return L.Trainer(**(settings | kwargs))
 
 

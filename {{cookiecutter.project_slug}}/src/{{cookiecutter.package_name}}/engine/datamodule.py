@@ -2,19 +2,18 @@
 
 A subclass of ``SeededDataModule``:
 
-- sets ``num_classes`` before ``setup()`` (in ``__init__`` or as a class attribute): the CLI hands it
-  to the network when both are built, before any data is read. So do the optional sizes that
-  networks may take (``in_channels``, ``cardinalities``, ``num_numeric``; see ``cli.py``);
+- declares the sizes the model needs (``num_classes``, ``num_features``, ...; ``engine/sizes.py``)
+  before ``setup()``, in ``__init__`` or as class attributes: the task and the network are built
+  from them, by name, before any data is read; none is required;
 - fills ``self.splits`` in ``setup()`` with map-style datasets named ``train``, ``val``, ``test`` and,
   optionally, ``predict`` (else predictions are made on ``test``), each item an ``(input, target)`` pair;
-- may set ``class_names``, which the predictions file and the dashboards then use.
+- may set ``class_names``, which a classification task keeps and names its predictions with.
 
-A plain ``LightningDataModule`` with ``num_classes`` works too; the CLI names the guarantees it lacks.
+A plain ``LightningDataModule`` works too; the CLI names the guarantees it lacks.
 """
 
 import os
 import warnings
-from collections.abc import Sequence
 
 import lightning as L
 import numpy as np
@@ -65,9 +64,6 @@ class SeededDataModule(L.LightningDataModule):
             streams over from epoch to epoch, which a checkpoint cannot capture. Turn it on when
             worker start-up is slow and exact resume does not matter.
     """
-
-    num_classes: int
-    class_names: Sequence[str] | None = None
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, persistent_workers: bool = False) -> None:
         super().__init__()
