@@ -54,24 +54,30 @@ def test_the_resume_hint_works_as_printed_for_an_experiment(
     assert resumed.trainer.state.finished and resumed.trainer.global_step == 4
 
 
-def stop_during_validation(epoch: int, cause: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    validation_step = TASK.validation_step
+def stop_at(phase: str, epoch: int, cause: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stops the run in epoch ``epoch`` as ``cause`` does: at its start, or during its validation."""
+    hook = "on_train_epoch_start" if phase == "epoch start" else "validation_step"
+    original = getattr(TASK, hook)
 
-    def stopped(self: L.LightningModule, batch: object, batch_idx: int) -> torch.Tensor:
+    def stopped(self: L.LightningModule, *args: object) -> object:
         if self.current_epoch == epoch and not self.trainer.sanity_checking:
             if cause == "Ctrl-C":
                 raise KeyboardInterrupt
             self.trainer._signal_connector.received_sigterm = True  # what Lightning's handler sets
-        return validation_step(self, batch, batch_idx)
+            if phase == "epoch start":  # the next batch's check stops the run
+                return None
+        return original(self, *args)
 
-    monkeypatch.setattr(TASK, "validation_step", stopped)
+    monkeypatch.setattr(TASK, hook, stopped)
 
 
+@pytest.mark.parametrize("phase", ["epoch start", "validation"])
 @pytest.mark.parametrize("cause", ["Ctrl-C", "SIGTERM"])
-def test_a_stop_during_validation_resumes_from_the_epoch_before(
-    cause: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+def test_a_stop_before_new_steps_resumes_from_the_epoch_before(
+    cause: str, phase: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    stop_during_validation(1, cause, monkeypatch)
+    """Nothing trained since last.ckpt: no interrupted.ckpt (it could not resume); the hint names last."""
+    stop_at(phase, 1, cause, monkeypatch)
     with pytest.raises(SystemExit) as exit_info:
         train(tmp_path, "--trainer.max_epochs", "3", *CONSTANT_LR, *TINY)
     monkeypatch.undo()
@@ -79,7 +85,9 @@ def test_a_stop_during_validation_resumes_from_the_epoch_before(
     checkpoints = tmp_path / "version_0" / "checkpoints"
     assert not (checkpoints / "interrupted.ckpt").exists()
     err = capsys.readouterr().err
-    assert f"{cause}: stopped during validation at epoch 1, step 4; kept {checkpoints / 'last.ckpt'}" in err
+    during = "during validation " if phase == "validation" else ""
+    step = 4 if phase == "validation" else 2  # before epoch 1's first step, or after its last
+    assert f"{cause}: stopped {during}at epoch 1, step {step}; kept {checkpoints / 'last.ckpt'}" in err
     # The printed command finishes the run, from the checkpoint that the documented `last` picks.
     assert find_last(tmp_path) == checkpoints / "last.ckpt"
     resumed = follow(hint(err, "Resume with: "), tmp_path)

@@ -6,6 +6,7 @@ import functools
 import inspect
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, get_args
 from unittest import mock
 
@@ -21,7 +22,16 @@ from {{ cookiecutter.package_name }}.tasks import base as task_base
 from {{ cookiecutter.package_name }}.tasks.schedules import build_scheduler
 from {{ cookiecutter.package_name }}.tasks.weight_init import WEIGHTED, WeightInit, initialize_weights
 
-from conftest import TINY_RUN, RunCLI
+from conftest import TINY_RUN, RunCLI, train
+
+# isort: split
+from test_reproducibility import (
+    EXACT,
+    STEPS_PER_EPOCH,
+    identical,
+    last_weights,
+    press_ctrl_c_when_epoch_starts,
+)
 
 STEPS = 12
 """Scheduler steps compared against torch's reference: past every milestone and restart in the table."""
@@ -382,3 +392,22 @@ def test_the_task_initialises_its_network_once_when_built() -> None:
     for conv in convs:
         bound = math.sqrt(6 / fans(conv.weight)[0])  # PyTorch's own: 1/sqrt(fan_in), under 0.41 of it
         assert 0.9 * bound <= conv.weight.abs().max() <= bound
+
+
+def test_a_resume_under_an_initialisation_scheme_is_bit_identical(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The scheme runs when the module is built, never over a checkpoint's weights: a run stopped
+    after its second epoch and resumed from ``last`` ends with the weights of one that never stopped."""
+    he = ("--model.weight_init", "kaiming_uniform", "--trainer.max_epochs", "4", *EXACT)
+    whole = train(tmp_path / "whole", *he)
+    press_ctrl_c_when_epoch_starts(2, monkeypatch)
+    with pytest.raises(SystemExit):
+        train(tmp_path / "split", *he)
+    monkeypatch.undo()
+    spy = mock.patch.object(task_base, "initialize_weights", wraps=initialize_weights)
+    with spy as initialised:
+        resumed = train(tmp_path / "split", *he, "--ckpt_path", "last")
+    initialised.assert_called_once()  # when the module was built, before the checkpoint's weights
+    assert resumed.trainer.global_step == whole.trainer.global_step == 4 * STEPS_PER_EPOCH
+    assert identical(last_weights(resumed), last_weights(whole))

@@ -141,14 +141,16 @@ class InterruptCheckpoint(Callback):
     before every batch, so a preempted job stops within one step. Resume with
     ``--ckpt_path last``, which picks the newest of ``last.ckpt`` and ``interrupted.ckpt``.
     (Lightning's ``OnExceptionCheckpoint`` would also turn every ``fit()`` into a resume attempt.)
-    Only a stop during a training epoch is saved: a checkpoint taken during validation lacks the
-    epoch's metrics (early stopping could never resume from it), and one taken during the final
-    test would hold the best epoch's weights; there, the ``last.ckpt`` of the epoch before is kept.
+    Only a stop during a training epoch, after a step that no checkpoint holds yet, is saved: one
+    taken before the epoch's first step or during validation would resume into an epoch without
+    its validation metrics (early stopping could never continue from it), and one taken during the
+    final test would hold the best epoch's weights; there, the newest checkpoint on disk is kept.
     """
 
     def __init__(self, filename: str = "interrupted.ckpt") -> None:
         self.filename = filename
         self.path: Path | None = None
+        self.unsaved_steps = False
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         checkpoint = model_checkpoint(trainer)
@@ -156,6 +158,17 @@ class InterruptCheckpoint(Callback):
             self.path = Path(checkpoint.dirpath) / self.filename
         else:
             self.path = Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints" / self.filename
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.unsaved_steps = False  # a new run, or exactly the checkpoint it resumed from
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self.unsaved_steps = True
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        self.unsaved_steps = False
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
@@ -169,26 +182,34 @@ class InterruptCheckpoint(Callback):
     ) -> None:
         if self.path is None or not isinstance(exception, KeyboardInterrupt | SIGTERMException):
             return  # a bug or a non-finite loss: nothing worth resuming from was produced
-        if trainer.training:
+        saved = trainer.training and self.unsaved_steps
+        if saved:
             trainer.save_checkpoint(self.path)
         if trainer.is_global_zero:
-            print(self.what_to_do(trainer, exception), file=sys.stderr, flush=True)
+            print(self.what_to_do(trainer, exception, saved), file=sys.stderr, flush=True)
 
-    def what_to_do(self, trainer: L.Trainer, exception: BaseException) -> str:
+    def what_to_do(self, trainer: L.Trainer, exception: BaseException, saved: bool) -> str:
         """What was stopped, what is on disk, and the command that continues the run, as printed."""
         assert self.path is not None
         cause = "Ctrl-C" if isinstance(exception, KeyboardInterrupt) else "SIGTERM"
         where = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
         config = Path(trainer.log_dir or "") / "config.yaml"
         run = f"python train.py{f' --config {config}' if config.is_file() else ''} --ckpt_path"
-        last = self.path.with_name("last.ckpt")
+        kept = newest_checkpoint(self.path.parent)
         if trainer.testing:
-            return f"\n{cause}: stopped the final test; training had finished.\nTest with: {run} {last}"
-        if trainer.training:
+            return f"\n{cause}: stopped the final test; training had finished.\nTest with: {run} {kept}"
+        if saved:
             return f"\n{cause}: stopped at {where}. Saved {self.path}\nResume with: {run} {self.path}"
-        if not last.is_file():
-            return f"\n{cause}: stopped during validation at {where}, before any checkpoint; start again"
-        return f"\n{cause}: stopped during validation at {where}; kept {last}\nResume with: {run} {last}"
+        stopped = f"{cause}: stopped {'during validation ' if trainer.validating else ''}at {where}"
+        if kept is None:
+            return f"\n{stopped}, before any checkpoint; start again"
+        return f"\n{stopped}; kept {kept}\nResume with: {run} {kept}"
+
+
+def newest_checkpoint(directory: Path) -> Path | None:
+    """The newest of ``last.ckpt`` and ``interrupted.ckpt`` in ``directory``: what ``last`` resumes."""
+    saved = [path for path in (directory / "last.ckpt", directory / "interrupted.ckpt") if path.is_file()]
+    return max(saved, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
 class FinalMetricsInHParams(Callback):
