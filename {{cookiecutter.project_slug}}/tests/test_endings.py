@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 import yaml
+from lightning.pytorch.callbacks import EarlyStopping
 
 from {{ cookiecutter.package_name }}.engine.run_identity import find_last
 from {{ cookiecutter.package_name }}.engine.sizes import class_of
@@ -147,3 +148,21 @@ def test_zero_epochs_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
         train(tmp_path, "--trainer.max_epochs", "0", *TINY)
     assert exit_info.value.code == 2
     assert "trainer.max_epochs" in capsys.readouterr().err and not any(tmp_path.iterdir())
+
+
+class StopAtOnce(EarlyStopping):
+    """Early stopping that ends every run after its first validation (any loss is below 1e9)."""
+
+    def __init__(self, monitor: str = "val/loss", mode: str = "min") -> None:
+        super().__init__(monitor=monitor, mode=mode, stopping_threshold=1e9)
+
+
+def test_a_run_that_stopped_early_stays_stopped_when_resumed_or_requeued(tmp_path: Path, capsys) -> None:
+    """Resuming it (a rerun, a requeue) trains no further epoch each time: it tests and ends."""
+    stop = f"--trainer.callbacks+={__name__}.StopAtOnce"
+    first = train(tmp_path, "--trainer.max_epochs", "4", stop, *TINY)
+    assert first.trainer.global_step == 2
+    for _ in range(2):
+        again = train(tmp_path, "--trainer.max_epochs", "4", stop, "--ckpt_path", "last", *TINY)
+        assert again.trainer.global_step == 2 and "test/loss" in again.trainer.callback_metrics
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["version_0"]

@@ -2,8 +2,13 @@
 default config lists."""
 
 import math
+import os
 import random
+import shlex
+import signal
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +20,8 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.callbacks import RichProgressBar as LightningRichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from {{ cookiecutter.package_name }}.engine.run_identity import launch, newest_in
 
 
 class RichProgressBar(LightningRichProgressBar):
@@ -134,13 +141,40 @@ class RandomStateInCheckpoint(Callback):
         self.resumed_states = None  # loaded by a test or predict run, which has no use for them
 
 
+class StoppedRunStaysStopped(Callback):
+    """Saves whether the run was told to stop (early stopping, or any callback) in every checkpoint,
+    and stops a run resumed from it again, before any step: Lightning restores the stopper's
+    counters but not ``trainer.should_stop``, so a rerun or requeue would train one more epoch."""
+
+    def __init__(self) -> None:
+        self.trainer: L.Trainer | None = None
+        self.resumed_stopped = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.trainer = trainer
+
+    def state_dict(self) -> dict[str, bool]:
+        return {"should_stop": bool(self.trainer is not None and self.trainer.should_stop)}
+
+    def load_state_dict(self, state_dict: dict[str, bool]) -> None:
+        self.resumed_stopped = state_dict["should_stop"]
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.resumed_stopped:
+            trainer.should_stop = True
+        self.resumed_stopped = False
+
+
 class InterruptCheckpoint(Callback):
-    """On Ctrl-C or SIGTERM (a cluster's preemption), saves ``interrupted.ckpt`` next to the others.
+    """On Ctrl-C, SIGTERM (a cluster's preemption) or SLURM's time-limit signal, saves
+    ``interrupted.ckpt`` next to the others; under SLURM the signal also requeues the job.
 
     Lightning only looks at SIGTERM between epochs when it runs in one process; this checks
     before every batch, so a preempted job stops within one step. Resume with
-    ``--ckpt_path last``, which picks the newest of ``last.ckpt`` and ``interrupted.ckpt``.
-    (Lightning's ``OnExceptionCheckpoint`` would also turn every ``fit()`` into a resume attempt.)
+    ``--ckpt_path last``, which picks the newest of ``last.ckpt`` and ``interrupted.ckpt``; a
+    requeued job or a torchrun restart resumes its own run by itself (``run_identity.restart_point``).
+    Lightning's ``OnExceptionCheckpoint`` would also turn every ``fit()`` into a resume attempt, and
+    its SLURM requeue saves ``hpc_ckpt_N.ckpt`` at any point of a step, outside the run directory.
     Only a stop during a training epoch, after a step that no checkpoint holds yet, is saved: one
     taken before the epoch's first step or during validation would resume into an epoch without
     its validation metrics (early stopping could never continue from it), and one taken during the
@@ -151,6 +185,23 @@ class InterruptCheckpoint(Callback):
         self.filename = filename
         self.path: Path | None = None
         self.unsaved_steps = False
+        self.requeue = False  # SLURM asked for a stop before its time limit: requeue the job
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # `#SBATCH --signal=SIGUSR1@120`: the job's time is nearly up. Registered before Lightning
+        # registers its own SLURM handler, which then stands aside.
+        started = launch()
+        if (
+            started
+            and started[0].startswith("slurm-")
+            and threading.current_thread() is threading.main_thread()
+        ):
+            signal.signal(signal.SIGUSR1, self.time_nearly_up)
+
+    def time_nearly_up(self, signum: int, frame: object) -> None:
+        """Stops as on SIGTERM, which Lightning passes to every process at the same step; then requeues."""
+        self.requeue = True
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         checkpoint = model_checkpoint(trainer)
@@ -177,6 +228,10 @@ class InterruptCheckpoint(Callback):
         if trainer.received_sigterm and trainer.world_size == 1:
             raise SIGTERMException
 
+    def on_test_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        if trainer.received_sigterm and trainer.world_size == 1:  # several: the test runs to its end
+            raise SIGTERMException
+
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
@@ -188,28 +243,50 @@ class InterruptCheckpoint(Callback):
         if trainer.is_global_zero:
             print(self.what_to_do(trainer, exception, saved), file=sys.stderr, flush=True)
 
-    def what_to_do(self, trainer: L.Trainer, exception: BaseException, saved: bool) -> str:
-        """What was stopped, what is on disk, and the command that continues the run, as printed."""
+    def what_to_do(
+        self, trainer: L.Trainer, exception: BaseException, saved: bool, tested: bool = False
+    ) -> str:
+        """What was stopped, what is on disk, and the command that continues the run, as printed
+        (absolute paths, quoted for a shell: it works from any directory)."""
         assert self.path is not None
         cause = "Ctrl-C" if isinstance(exception, KeyboardInterrupt) else "SIGTERM"
         where = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
-        config = Path(trainer.log_dir or "") / "config.yaml"
-        run = f"python train.py{f' --config {config}' if config.is_file() else ''} --ckpt_path"
-        kept = newest_checkpoint(self.path.parent)
-        if trainer.testing:
-            return f"\n{cause}: stopped the final test; training had finished.\nTest with: {run} {kept}"
+        kept = newest_in(self.path.parent)
+        if tested or trainer.testing:
+            test = "stopped the final test" if trainer.testing else "the final test did not run"
+            return f"\n{cause}: {test}; training had finished.\nTest with: {self.command(trainer, kept)}"
         if saved:
-            return f"\n{cause}: stopped at {where}. Saved {self.path}\nResume with: {run} {self.path}"
+            resume = self.command(trainer, self.path)
+            return f"\n{cause}: stopped at {where}. Saved {self.path}\nResume with: {resume}"
         stopped = f"{cause}: stopped {'during validation ' if trainer.validating else ''}at {where}"
         if kept is None:
             return f"\n{stopped}, before any checkpoint; start again"
-        return f"\n{stopped}; kept {kept}\nResume with: {run} {kept}"
+        return f"\n{stopped}; kept {kept}\nResume with: {self.command(trainer, kept)}"
 
+    @staticmethod
+    def command(trainer: L.Trainer, checkpoint: Path | None) -> str:
+        """``python train.py --config <the run's config> --ckpt_path <checkpoint>``, ready to paste."""
+        program = Path(sys.argv[0]).resolve()
+        words = ["python", program.name if program.parent == Path.cwd() else str(program)]
+        config = Path(trainer.log_dir or "") / "config.yaml"
+        if config.is_file():
+            words += ["--config", str(config.resolve())]
+        words += ["--ckpt_path", str(checkpoint.resolve()) if checkpoint else "last"]
+        return shlex.join(words)
 
-def newest_checkpoint(directory: Path) -> Path | None:
-    """The newest of ``last.ckpt`` and ``interrupted.ckpt`` in ``directory``: what ``last`` resumes."""
-    saved = [path for path in (directory / "last.ckpt", directory / "interrupted.ckpt") if path.is_file()]
-    return max(saved, key=lambda path: path.stat().st_mtime_ns, default=None)
+    def requeue_job(self) -> str:
+        """Puts this SLURM job back in the queue (``scontrol requeue``): the same command then runs
+        again and continues this run. Returns what happened, as printed."""
+        started = launch()
+        job = started[0].removeprefix("slurm-") if started else os.environ.get("SLURM_JOB_ID", "")
+        try:
+            done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return f"SLURM: could not requeue job {job} ({error}); resubmit the same command to continue"
+        if done.returncode != 0:
+            reason = (done.stderr or done.stdout).strip() or f"exit status {done.returncode}"
+            return f"SLURM: could not requeue job {job} ({reason}); resubmit the same command to continue"
+        return f"SLURM: requeued job {job}; when it starts again it continues this run"
 
 
 class FinalMetricsInHParams(Callback):

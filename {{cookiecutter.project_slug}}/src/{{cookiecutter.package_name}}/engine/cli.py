@@ -12,6 +12,7 @@ import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import lightning as L
 import yaml
@@ -24,6 +25,7 @@ from {{ cookiecutter.package_name }}.engine.callbacks import (
     ExampleInputsInCheckpoint,
     InterruptCheckpoint,
     RandomStateInCheckpoint,
+    StoppedRunStaysStopped,
     model_checkpoint,
 )
 from {{ cookiecutter.package_name }}.engine.checkpoint_io import AtomicCheckpointIO
@@ -51,6 +53,20 @@ def stopped_early(trainer: L.Trainer) -> str:
     if stopper is not None and stopper.stopped_epoch > 0:
         return f" (early stopping: {stopper.monitor} did not improve for {stopper.patience} epochs)"
     return ""
+
+
+def end_on_signal(trainer: L.Trainer, tested: bool = False) -> NoReturn:
+    """Ends a run that SIGTERM (or SLURM's time-limit signal) stopped: requeues a SLURM job that
+    asked for it (exit 0), else exits 143, 128 + SIGTERM, what schedulers expect of a stopped job."""
+    end_process_group()  # Lightning hands the signal to every process at the same step
+    interrupt = next(c for c in trainer.callbacks if isinstance(c, InterruptCheckpoint))  # type: ignore[attr-defined]
+    if tested and trainer.is_global_zero:
+        print(interrupt.what_to_do(trainer, SIGTERMException(), saved=False, tested=True), file=sys.stderr)
+    if not interrupt.requeue:
+        raise SystemExit(143) from None
+    if trainer.is_global_zero:
+        print(interrupt.requeue_job(), file=sys.stderr, flush=True)
+    raise SystemExit(0) from None
 
 
 def discard_unstarted_run(trainer: L.Trainer) -> None:
@@ -137,6 +153,7 @@ def build_cli(
                 RandomStateInCheckpoint(),
                 ExampleInputsInCheckpoint(),
                 InterruptCheckpoint(),
+                StoppedRunStaysStopped(),
                 StopOnNonFiniteLoss(),
                 # last.ckpt, rewritten every epoch, to resume from (save_last on the best checkpoint
                 # would only rewrite it when the best one changes)
@@ -184,6 +201,8 @@ def main(default_config: Path, args: list[str] | None = None, callbacks: Sequenc
         f" cuDNN autotuner {'on' if cli.config.trainer.benchmark else 'off'}"
     )
     checkpoint = model_checkpoint(trainer)
+    for note in cli.notes:
+        report(note)
     if cli.config.ckpt_path is not None:
         predicting = cli.config.predict_path is not None
         doing = "Predicting with" if predicting else "Evaluating" if cli.evaluating else "Resuming from"
@@ -197,6 +216,8 @@ def main(default_config: Path, args: list[str] | None = None, callbacks: Sequenc
         report(
             f"Trained to epoch {trainer.current_epoch}, step {trainer.global_step}{stopped_early(trainer)}"
         )
+        if trainer.received_sigterm:  # during the last validation: the test is for the next start
+            end_on_signal(trainer, tested=True)
         best = checkpoint.best_model_path if checkpoint is not None else ""
         if command is None:
             trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best or None, verbose=False)
@@ -211,8 +232,7 @@ def main(default_config: Path, args: list[str] | None = None, callbacks: Sequenc
         end_process_group()  # every process stops at the same step
         raise SystemExit(1) from None
     except SIGTERMException:
-        end_process_group()  # Lightning hands the signal to every process at the same step
-        raise SystemExit(143) from None  # 128 + SIGTERM, what schedulers expect of a terminated job
+        end_on_signal(trainer)
     except RuntimeError as error:
         if (missing := missing_monitor(trainer, cli.config.monitor, error)) is not None:
             discard_unstarted_run(trainer)  # EarlyStopping's error

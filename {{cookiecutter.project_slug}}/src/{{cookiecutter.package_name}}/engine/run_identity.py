@@ -19,6 +19,8 @@ from jsonargparse import Namespace
 
 RUN_PREFIX = "version_"
 RESUMABLE = ("last.ckpt", "interrupted.ckpt")
+LAUNCH_FILE = "launch.txt"
+"""In a run's directory: the launch (SLURM job, torchrun run) whose restarts continue this run."""
 
 # Settings that change how fast a run goes, not what it computes: they may differ on resume.
 SPEED_ONLY = {"model.compile", "data.num_workers", "data.persistent_workers"}
@@ -51,6 +53,54 @@ def find_last(experiment: Path) -> Path | None:
         for path in experiment.glob(pattern)
     ]
     return max(candidates, key=lambda path: path.stat().st_mtime, default=None)
+
+
+def launch() -> tuple[str, int] | None:
+    """``(id, restart)`` of a launch that restarts the same command: a SLURM job (requeued after a
+    preemption or a time-limit signal) or torchrun's workers (``--max-restarts``); else None.
+
+    The id stays the same across restarts; the restart count is 0 at the first start.
+    """
+    env = os.environ
+    if "SLURM_JOB_ID" in env:
+        array = env.get("SLURM_ARRAY_JOB_ID")
+        job = f"{array}_{env.get('SLURM_ARRAY_TASK_ID')}" if array else env["SLURM_JOB_ID"]
+        elastic = int(env.get("TORCHELASTIC_RESTART_COUNT", 0))
+        return f"slurm-{job}", int(env.get("SLURM_RESTART_COUNT", 0)) + elastic
+    if "TORCHELASTIC_RESTART_COUNT" in env:
+        return f"torchrun-{env.get('TORCHELASTIC_RUN_ID', 'none')}", int(env["TORCHELASTIC_RESTART_COUNT"])
+    return None
+
+
+def restart_count() -> int:
+    started = launch()
+    return 0 if started is None else started[1]
+
+
+def run_of_launch(experiment: Path, launch_id: str) -> Path | None:
+    """The newest run directory of this experiment that ``launch_id`` started, if any."""
+    runs = [
+        path.parent
+        for path in experiment.glob(f"{RUN_PREFIX}*/{LAUNCH_FILE}")
+        if path.read_text().strip() == launch_id
+    ]
+    return max(runs, key=lambda path: path.stat().st_mtime_ns, default=None)
+
+
+def newest_in(checkpoints: Path) -> Path | None:
+    """The newest ``last.ckpt`` or ``interrupted.ckpt`` in one run's ``checkpoints`` directory."""
+    saved = [path for name in RESUMABLE if (path := checkpoints / name).is_file()]
+    return max(saved, key=lambda path: path.stat().st_mtime_ns, default=None)
+
+
+def restart_point(experiment: Path) -> tuple[Path, Path | None] | None:
+    """On a restart of a launch: its run directory and the checkpoint to continue from (None: the
+    restart came before the first checkpoint); None on a first start or outside such launches."""
+    started = launch()
+    if started is None or started[1] == 0:
+        return None
+    run = run_of_launch(experiment, started[0])
+    return None if run is None else (run, newest_in(run / "checkpoints"))
 
 
 def run_of(checkpoint: Path, experiment: Path) -> int | None:
@@ -160,13 +210,20 @@ def checkpoint_misfit(
     return None
 
 
-def fix_run_dir(trainer: L.Trainer, ckpt_path: str | None) -> None:
-    """Fixes the logger's ``version_N`` before any work: the checkpoint's own run when resuming one
-    of this experiment's, else a new directory, claimed so that concurrent starts differ."""
+def fix_run_dir(trainer: L.Trainer, ckpt_path: str | None, restarted_run: Path | None = None) -> None:
+    """Fixes the logger's ``version_N`` before any work: the run a restart continues, the checkpoint's
+    own run when resuming one of this experiment's, else a new directory, claimed so that concurrent
+    starts differ. A run under SLURM or torchrun records its launch, for the launch's restarts to find."""
     logger = trainer.logger
     if getattr(logger, "_version", 0) is not None or not trainer.is_global_zero:
         return  # no logger, fast_dev_run's, a version the config sets, or DDP's other processes
     experiment = Path(logger.root_dir)
-    resumed = run_of(Path(ckpt_path), experiment) if ckpt_path else None
+    if restarted_run is not None:
+        resumed = int(restarted_run.name.removeprefix(RUN_PREFIX))
+    else:
+        resumed = run_of(Path(ckpt_path), experiment) if ckpt_path else None
     # Lightning reads the version lazily, first when the run starts.
     logger._version = claim_run(experiment) if resumed is None else resumed
+    started = launch()
+    if started is not None:
+        (experiment / f"{RUN_PREFIX}{logger._version}" / LAUNCH_FILE).write_text(started[0] + "\n")

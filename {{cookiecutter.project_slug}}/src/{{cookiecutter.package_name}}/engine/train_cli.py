@@ -39,6 +39,8 @@ from {{ cookiecutter.package_name }}.engine.run_identity import (
     experiment_dir,
     find_last,
     fix_run_dir,
+    restart_count,
+    restart_point,
 )
 from {{ cookiecutter.package_name }}.engine.sizes import SIZES, class_of, record_model_config, size_for
 
@@ -66,6 +68,8 @@ class TrainCLI(LightningCLI):
         **kwargs: Any,
     ) -> None:
         self.in_process = in_process  # called with `args` (tests, tune.py), not as `python train.py`
+        self.restarted_run: Path | None = None  # the run that a restart of a SLURM job or torchrun continues
+        self.notes: list[str] = []  # printed before the run starts
         self.command = command
         self.net_links = net_links  # links from the data into model.net (the shipped tasks have one)
         super().__init__(*args, **kwargs)
@@ -158,12 +162,22 @@ class TrainCLI(LightningCLI):
             self.parser.error(f"ckpt_path: {self.command} evaluates a checkpoint; give its path, or 'last'")
         if not self.evaluating and 0 in (trainer.max_epochs, trainer.max_steps):
             self.parser.error("trainer.max_epochs: 0 would test an untrained model; train at least 1 epoch")
+        restart = None if self.evaluating else restart_point(experiment_dir(trainer))
+        if restart is not None:  # SLURM's requeue, torchrun's restart: the same command, the same run
+            self.restarted_run, newest = restart
+            self.notes.append(f"Restart {restart_count()} of this job: continuing {self.restarted_run}")
+            if newest is not None or ckpt_path == "last":
+                ckpt_path = self.config.ckpt_path = None if newest is None else str(newest)
         if ckpt_path == "last":
             experiment = experiment_dir(trainer)
             newest = find_last(experiment)
-            if newest is None:
+            if newest is None and self.evaluating:
                 self.parser.error(f"ckpt_path: 'last' found no last.ckpt or interrupted.ckpt in {experiment}")
-            self.config.ckpt_path = str(newest)
+            if newest is None:  # Lightning's own meaning: nothing to resume yet, so start
+                self.notes.append(
+                    f"ckpt_path: 'last' found no checkpoint in {experiment}; starting a new run"
+                )
+            self.config.ckpt_path = None if newest is None else str(newest)
         elif ckpt_path is not None and not Path(ckpt_path).exists():  # (FSDP saves folders)
             self.parser.error(f"ckpt_path: no checkpoint file at '{ckpt_path}'")
         overwrite, evaluating = self.config.predict_overwrite, self.evaluating
@@ -225,6 +239,6 @@ class TrainCLI(LightningCLI):
         set_collective_timeout(self.trainer, self.config.collective_timeout)
         if not self.evaluating:  # last: once nothing can stop the run before it starts
             try:
-                fix_run_dir(self.trainer, self.config.ckpt_path)
+                fix_run_dir(self.trainer, self.config.ckpt_path, self.restarted_run)
             except OSError as error:
                 self.parser.error(f"trainer.default_root_dir: cannot create a run directory in it ({error})")
