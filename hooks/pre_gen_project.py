@@ -53,9 +53,12 @@ def has_control_character(value: object) -> bool:
     return isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value)
 
 
-def slug_problem(slug: str, package: str) -> str | None:
-    if not slug.strip():
-        return "project_slug is empty; give the repository a name"
+def slug_problem(slug: str, package: str, name: str = "") -> str | None:
+    if not any(c.isalnum() for c in slug):  # nothing to name a directory, a distribution, a package
+        what = f"project_slug {slug!r} has no letter or digit" if slug.strip() else "project_slug is empty"
+        if name and not any(c.isalnum() for c in name):  # the default slug: made from project_name
+            return f"{what}, as project_name {name!r} has none; give a name with letters or digits"
+        return f"{what}; give the repository a name"
     if "/" in slug or "\\" in slug or slug in {".", ".."}:
         return f"project_slug {slug!r} is a path, not a directory name; drop the separators"
     if not DISTRIBUTION_NAME.match(slug):
@@ -87,7 +90,10 @@ def problems(answers: dict[str, str]) -> list[str]:
         if not key.startswith("_") and has_control_character(value)
     ]
     slug, package = answers["project_slug"], answers["package_name"]
-    found += filter(None, [slug_problem(slug, package), package_problem(package)])
+    about_slug = slug_problem(slug, package, answers.get("project_name", ""))
+    # A package_name made from a bad project_slug (the default) is bad for the same reason: one line.
+    made_from_slug = package == slug.replace("-", "_").replace(".", "_")
+    found += filter(None, [about_slug, None if about_slug and made_from_slug else package_problem(package)])
     email = answers["author_email"]
     if email and not EMAIL.match(email):
         found.append(f"author_email {email!r} is not an email address; leave it empty or fix it")

@@ -72,6 +72,23 @@ def test_bad_values_are_refused_with_one_line_and_nothing_left(
     assert files_left(tmp_path) == []
 
 
+@pytest.mark.parametrize("name", ["!!!", "---", "* *", "\u2026"])
+def test_a_project_name_without_letters_or_digits_is_refused_with_one_line_and_nothing_left(
+    tmp_path: Path, name: str
+) -> None:
+    # Baked where one stands (no -o), as a first try often is: the slug names the new directory there.
+    (tmp_path / "notes.txt").write_text("mine")
+    command = [sys.executable, "-m", "cookiecutter", "--no-input", TEMPLATE, f"project_name={name}"]
+    result = run(*command, cwd=tmp_path)
+    assert result.returncode != 0
+    # (cookiecutter adds its own report of any refusing hook, with a traceback of its own)
+    ours = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(ours) == 1 and ours[0].startswith("error: project_slug "), result.stderr
+    assert f"as project_name {name!r} has none; give a name with letters or digits" in ours[0]
+    assert [path.name for path in tmp_path.iterdir()] == ["notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_an_unsupported_python_version_is_refused(tmp_path: Path) -> None:
     # cookiecutter itself rejects a value outside the choices before our hook runs.
     result = cookiecutter_cli(tmp_path, python_version="3.9")

@@ -20,7 +20,9 @@ from conftest import QUICK_MODEL, TINY_RUN, RunCLI
 
 SHORT_RUN = ("--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", *TINY_RUN)
 SHORT_RUN += QUICK_MODEL
-LIGHTNING_KEYS = {"state_dict": {}, "hyper_parameters": {}, "optimizer_states": []}
+RECORD = {"_class_path": "some.Module"}
+"""What train.py records in every checkpoint it writes: the model's class path (engine/sizes.py)."""
+LIGHTNING_KEYS = {"state_dict": {}, "hyper_parameters": RECORD, "optimizer_states": []}
 """What the checks before a run look for; enough for them, not for a real resume."""
 
 
@@ -137,9 +139,20 @@ def write_checkpoint(path: Path, kind: str) -> None:
         torch.save(torch.nn.Linear(2, 2), path)
     elif kind == "text":
         path.write_text("not a checkpoint\n")
+    elif kind == "another project's":  # a whole Lightning checkpoint that train.py did not write
+        torch.save({**LIGHTNING_KEYS, "hyper_parameters": {"lr": 0.1}}, path)
+    elif kind == "a directory":
+        path.mkdir()
+    elif kind == "a run's directory":
+        (path / "checkpoints").mkdir(parents=True)
+        torch.save(LIGHTNING_KEYS, path / "checkpoints" / "last.ckpt")
 
 
-@pytest.mark.parametrize("predict", [False, True], ids=["resume", "predict"])
+USES = {"resume": (), "test": ("test",), "predict": ("predict", "--predict_path", "out.csv")}
+"""Every command that reads --ckpt_path (predict's output lands in the test's directory)."""
+
+
+@pytest.mark.parametrize("use", USES)
 @pytest.mark.parametrize(
     ("kind", "named"),
     [
@@ -148,20 +161,26 @@ def write_checkpoint(path: Path, kind: str) -> None:
         ("foreign", "is not a Lightning checkpoint"),
         ("pickled module", "holds Python objects besides tensors"),
         ("text", "is truncated or not a file written by torch.save"),
+        ("another project's", "is a Lightning checkpoint of another project"),
+        ("a directory", "is a directory; name a checkpoint file, or give 'last'"),
+        ("a run's directory", "is a directory; name a checkpoint file (the newest in it: "),
+        ("missing", "no checkpoint file at"),
     ],
 )
-def test_an_unreadable_checkpoint_is_refused_in_one_line_before_any_directory(
-    run_cli: RunCLI, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, named: str, predict: bool
+def test_an_unusable_checkpoint_path_is_refused_in_one_line_before_any_directory(
+    run_cli: RunCLI, tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str, named: str, use: str
 ) -> None:
     checkpoint = tmp_path / "model.ckpt"
-    write_checkpoint(checkpoint, kind)
-    predicting = ("--predict_path", str(tmp_path / "out.csv")) if predict else ()
+    if kind != "missing":
+        write_checkpoint(checkpoint, kind)
+    command, *rest = USES[use] or ("fit",)
+    flags = [str(tmp_path / flag) if flag == "out.csv" else flag for flag in rest]
     with pytest.raises(SystemExit) as exit_info:
-        run_cli("--ckpt_path", str(checkpoint), *predicting, *TINY_RUN)
+        run_cli(command, "--ckpt_path", str(checkpoint), *flags, *TINY_RUN)
     assert exit_info.value.code == 2
     errors = error_lines(capsys)
     assert len(errors) == 1 and named in errors[0] and str(checkpoint) in errors[0], errors
-    assert list(tmp_path.iterdir()) == [checkpoint]  # no version_N, no predictions
+    assert list(tmp_path.iterdir()) == ([checkpoint] if kind != "missing" else [])  # no run, no predictions
 
 
 def test_resuming_from_a_last_checkpoint_cut_to_zero_bytes_is_refused_in_one_line(
@@ -182,7 +201,7 @@ def test_a_checkpoint_without_training_state_cannot_resume_but_can_predict(
     run_cli: RunCLI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     checkpoint = tmp_path / "weights.ckpt"
-    torch.save({"state_dict": {}, "hyper_parameters": {}}, checkpoint)  # save_weights_only: true
+    torch.save({"state_dict": {}, "hyper_parameters": RECORD}, checkpoint)  # save_weights_only: true
     with pytest.raises(SystemExit):
         run_cli("--ckpt_path", str(checkpoint), *TINY_RUN)
     assert "no optimizer_states" in error_lines(capsys)[0]

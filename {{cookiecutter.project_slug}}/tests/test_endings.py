@@ -1,7 +1,11 @@
 """Every way a run ends leaves something usable: a checkpoint that resumes with the printed command,
 or a one-line refusal before any work that says what to do instead."""
 
+import os
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -13,7 +17,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from {{ cookiecutter.package_name }}.engine.run_identity import find_last
 from {{ cookiecutter.package_name }}.engine.sizes import class_of
 
-from conftest import CONSTANT_LR, DEFAULT_CONFIG, QUICK_MODEL, TINY_RUN, train
+from conftest import CONSTANT_LR, DEFAULT_CONFIG, PROJECT_ROOT, QUICK_MODEL, TINY_RUN, train
 
 TASK = class_of(yaml.safe_load(DEFAULT_CONFIG.read_text())["model"]["class_path"])
 """The LightningModule that the default config trains: the tests stop a run inside its steps."""
@@ -115,20 +119,69 @@ def test_ctrl_c_during_the_final_test_keeps_the_finished_run_and_says_how_to_tes
 COSINE = "{{ cookiecutter.package_name }}.tasks.schedules.CosineAnnealingLR"
 
 
+@pytest.mark.parametrize("copied", [False, True], ids=["in its run", "copied out of its run"])
 @pytest.mark.parametrize("schedule", ["default", COSINE])
 def test_extending_a_run_past_its_schedule_is_refused_before_any_work(
-    schedule: str, tmp_path: Path, capsys
+    schedule: str, copied: bool, tmp_path: Path, capsys
 ) -> None:
+    """The run's length travels in the checkpoint: a copy resumes as its run would, and is refused
+    a longer run in one line; the planned length resumes (no "Tried to step" from the schedule)."""
     scheduler = () if schedule == "default" else ("--model.scheduler", schedule)
-    train(tmp_path, "--trainer.max_epochs", "2", *scheduler, *TINY)
+    first = train(tmp_path / "runs", "--trainer.max_epochs", "2", *scheduler, *TINY)
+    checkpoint = Path(first.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    if copied:
+        checkpoint = Path(shutil.copy(checkpoint, tmp_path / "copy of last.ckpt"))
     capsys.readouterr()
     written = sorted(tmp_path.rglob("*"))
     with pytest.raises(SystemExit) as exit_info:
-        train(tmp_path, "--trainer.max_epochs", "4", "--ckpt_path", "last", *scheduler, *TINY)
+        train(
+            tmp_path / "runs", "--trainer.max_epochs", "4", "--ckpt_path", str(checkpoint), *scheduler, *TINY
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "trainer.max_epochs (checkpoint 2, config 4)" in err and "--model.scheduler null" in err
     assert len(err.strip().splitlines()) == 2 and sorted(tmp_path.rglob("*")) == written
+    again = train(
+        tmp_path / "runs", "--trainer.max_epochs", "2", "--ckpt_path", str(checkpoint), *scheduler, *TINY
+    )
+    assert again.trainer.state.finished and again.trainer.global_step == 4
+
+
+def test_a_schedule_without_an_end_may_be_extended(tmp_path: Path) -> None:
+    """A step decay was not planned for the run's length: a longer run continues it."""
+    step = (
+        "--model.scheduler",
+        "torch.optim.lr_scheduler.StepLR",
+        "--model.scheduler.init_args.step_size",
+        "3",
+    )
+    train(tmp_path, "--trainer.max_epochs", "2", *step, *TINY)
+    longer = train(tmp_path, "--trainer.max_epochs", "4", "--ckpt_path", "last", *step, *TINY)
+    assert longer.trainer.global_step == 8 and sorted(path.name for path in tmp_path.iterdir()) == [
+        "version_0"
+    ]
+
+
+@pytest.mark.parametrize("moment", ["last validation batch", "end of training"])
+def test_a_stop_after_the_last_step_skips_the_test_and_says_how_to_run_it(
+    moment: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """SIGTERM once training is whole: no test is started, the printed command runs it."""
+    hook = "on_validation_batch_end" if moment == "last validation batch" else "on_train_end"
+
+    def stopped(self: L.LightningModule, *args: object) -> None:
+        if hook == "on_train_end" or (self.current_epoch == 1 and args[2] == 1):  # batch_idx: the last
+            self.trainer._signal_connector.received_sigterm = True  # what Lightning's handler sets
+
+    monkeypatch.setattr(TASK, hook, stopped)
+    with pytest.raises(SystemExit) as exit_info:
+        train(tmp_path, "--trainer.max_epochs", "2", *TINY)
+    monkeypatch.undo()
+    assert exit_info.value.code == 143
+    err = capsys.readouterr().err
+    assert "SIGTERM: the final test did not run; training had finished." in err
+    tested = follow(hint(err, "Test with: "), tmp_path)
+    assert tested.trainer.global_step == 4 and "test/loss" in tested.trainer.callback_metrics
 
 
 def test_a_loss_that_overflows_only_in_validation_stops_without_saving_the_weights(
@@ -166,3 +219,31 @@ def test_a_run_that_stopped_early_stays_stopped_when_resumed_or_requeued(tmp_pat
         again = train(tmp_path, "--trainer.max_epochs", "4", stop, "--ckpt_path", "last", *TINY)
         assert again.trainer.global_step == 2 and "test/loss" in again.trainer.callback_metrics
     assert sorted(path.name for path in tmp_path.iterdir()) == ["version_0"]
+
+
+def test_the_printed_command_works_from_any_directory_with_spaces_in_the_paths(tmp_path: Path) -> None:
+    """Started elsewhere, into a directory whose name has a space: the hint's paths are absolute
+    and quoted, so pasting it in another directory continues the run."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(PROJECT_ROOT / "tests")}
+    flags = ("--trainer.max_epochs", "2", *CONSTANT_LR, *TINY, "--trainer.enable_progress_bar", "false")
+    stop = "--trainer.callbacks+=test_reproducibility.SigtermAtStep"
+    command = [sys.executable, str(PROJECT_ROOT / "train.py"), "--trainer.default_root_dir", "my runs"]
+    stopped = subprocess.run([*command, *flags, stop, "--trainer.limit_train_batches", "20"],
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    resume = shlex.split(hint(stopped.stderr, "Resume with: ").split(": ", 1)[1])
+    assert resume[0] == "python" and Path(resume[1]) == PROJECT_ROOT / "train.py"
+    saved = tmp_path / "my runs" / "version_0"
+    assert resume[2:] == [
+        "--config",
+        str(saved / "config.yaml"),
+        "--ckpt_path",
+        str(saved / "checkpoints" / "interrupted.ckpt"),
+    ]
+    elsewhere = tmp_path / "another place"
+    elsewhere.mkdir()
+    resumed = subprocess.run(
+        [sys.executable, *resume[1:]], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "Test: " in resumed.stdout and list(elsewhere.iterdir()) == []

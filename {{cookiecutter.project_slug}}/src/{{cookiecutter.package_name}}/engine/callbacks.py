@@ -21,7 +21,7 @@ from lightning.pytorch.callbacks import RichProgressBar as LightningRichProgress
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from {{ cookiecutter.package_name }}.engine.run_identity import launch, newest_in
+from {{ cookiecutter.package_name }}.engine.run_identity import launch, newest_in, run_length
 
 
 class RichProgressBar(LightningRichProgressBar):
@@ -141,10 +141,12 @@ class RandomStateInCheckpoint(Callback):
         self.resumed_states = None  # loaded by a test or predict run, which has no use for them
 
 
-class StoppedRunStaysStopped(Callback):
-    """Saves whether the run was told to stop (early stopping, or any callback) in every checkpoint,
-    and stops a run resumed from it again, before any step: Lightning restores the stopper's
-    counters but not ``trainer.should_stop``, so a rerun or requeue would train one more epoch."""
+class RunEndInCheckpoint(Callback):
+    """Saves in every checkpoint what decides where its run ends: the Trainer's length settings,
+    which a resumed learning-rate schedule was planned for (``run_identity.changed_horizon``), and
+    whether the run was told to stop. A run resumed from a stopped one stops again before any step:
+    Lightning restores early stopping's counters but not ``trainer.should_stop``, so each rerun or
+    requeue would train one more epoch."""
 
     def __init__(self) -> None:
         self.trainer: L.Trainer | None = None
@@ -153,11 +155,13 @@ class StoppedRunStaysStopped(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self.trainer = trainer
 
-    def state_dict(self) -> dict[str, bool]:
-        return {"should_stop": bool(self.trainer is not None and self.trainer.should_stop)}
+    def state_dict(self) -> dict[str, Any]:
+        if self.trainer is None:
+            return {}
+        return {"should_stop": bool(self.trainer.should_stop), "horizon": run_length(self.trainer)}
 
-    def load_state_dict(self, state_dict: dict[str, bool]) -> None:
-        self.resumed_stopped = state_dict["should_stop"]
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.resumed_stopped = bool(state_dict.get("should_stop"))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.resumed_stopped:
@@ -252,7 +256,8 @@ class InterruptCheckpoint(Callback):
         cause = "Ctrl-C" if isinstance(exception, KeyboardInterrupt) else "SIGTERM"
         where = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
         kept = newest_in(self.path.parent)
-        if tested or trainer.testing:
+        finished = trainer.should_stop or trainer.current_epoch >= (trainer.max_epochs or math.inf)
+        if tested or trainer.testing or (finished and not saved):
             test = "stopped the final test" if trainer.testing else "the final test did not run"
             return f"\n{cause}: {test}; training had finished.\nTest with: {self.command(trainer, kept)}"
         if saved:

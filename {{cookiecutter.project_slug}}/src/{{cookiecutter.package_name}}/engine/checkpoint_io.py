@@ -85,21 +85,35 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise SystemExit(1) from None
 
 
+SHARDED_MARKER = "meta.pt"
+"""In the directory of a sharded checkpoint, as Lightning's FSDP strategy saves one."""
+
+
 def unreadable(path: Path, needed: tuple[str, ...]) -> str | None:
     """Why ``path`` is not a checkpoint holding ``needed``, or None. Loads it the safe way (tensors
     and plain data only), memory-mapped so that a large file costs no memory."""
-    if path.is_dir():
+    if path.is_dir() and (path / SHARDED_MARKER).is_file():
         return None  # a sharded (FSDP) checkpoint: read by the strategy itself
-    if path.stat().st_size == 0:
-        return "is empty (a save that was cut off?)"
+    if path.is_dir():
+        inside = sorted(path.rglob("*.ckpt"), key=lambda found: found.stat().st_mtime_ns)
+        newest = f" (the newest in it: {inside[-1]})" if inside else ""
+        return f"is a directory; name a checkpoint file{newest}, or give 'last'"
     try:
+        if path.stat().st_size == 0:
+            return "is empty (a save that was cut off?)"
         content = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except PermissionError as error:
+        return f"cannot be read ({error.strerror})"
     except pickle.UnpicklingError:
         return "holds Python objects besides tensors and plain data; it was not written by this project"
     except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile):
         return "is truncated or not a file written by torch.save"
     missing = [key for key in needed if not isinstance(content, dict) or key not in content]
-    return f"is not a Lightning checkpoint of this project (no {', '.join(missing)})" if missing else None
+    if missing:
+        return f"is not a Lightning checkpoint of this project (no {', '.join(missing)})"
+    if not isinstance(content.get("hyper_parameters", {}).get("_class_path"), str):
+        return "is a Lightning checkpoint of another project (it records no model class path)"
+    return None
 
 
 def checkpoint_problem(

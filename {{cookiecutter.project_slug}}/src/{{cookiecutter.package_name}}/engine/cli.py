@@ -25,7 +25,7 @@ from {{ cookiecutter.package_name }}.engine.callbacks import (
     ExampleInputsInCheckpoint,
     InterruptCheckpoint,
     RandomStateInCheckpoint,
-    StoppedRunStaysStopped,
+    RunEndInCheckpoint,
     model_checkpoint,
 )
 from {{ cookiecutter.package_name }}.engine.checkpoint_io import AtomicCheckpointIO
@@ -153,7 +153,7 @@ def build_cli(
                 RandomStateInCheckpoint(),
                 ExampleInputsInCheckpoint(),
                 InterruptCheckpoint(),
-                StoppedRunStaysStopped(),
+                RunEndInCheckpoint(),
                 StopOnNonFiniteLoss(),
                 # last.ckpt, rewritten every epoch, to resume from (save_last on the best checkpoint
                 # would only rewrite it when the best one changes)

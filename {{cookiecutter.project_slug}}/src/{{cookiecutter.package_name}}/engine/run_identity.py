@@ -7,6 +7,7 @@ its best checkpoint and early stopping cover the whole run.
 """
 
 import os
+import shlex
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -14,7 +15,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import yaml
 from jsonargparse import Namespace
 
 RUN_PREFIX = "version_"
@@ -26,6 +26,10 @@ LAUNCH_FILE = "launch.txt"
 SPEED_ONLY = {"model.compile", "data.num_workers", "data.persistent_workers"}
 # What a checkpoint's learning-rate schedule was planned for: the run's total optimizer steps.
 HORIZON = ("max_epochs", "max_steps", "limit_train_batches", "accumulate_grad_batches")
+SHOWN = 4
+"""Differing settings named in a refusal; the rest are counted."""
+# Keywords of a schedule with an end, saved in its state: a run's length was planned into them.
+HORIZONS = ("total_steps", "T_max", "total_iters")
 
 # A resumed run writes on into its own ``checkpoints/``: expected, not worth Lightning's warning.
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
@@ -129,6 +133,19 @@ def claim_run(experiment: Path) -> int:
             version += 1
 
 
+def make_root_absolute(trainer: Namespace) -> None:
+    """Records ``default_root_dir`` (and the logger's directory under it) as an absolute path, so
+    that the run's ``config.yaml`` and the commands printed for it work from any directory."""
+    root = str(Path(trainer.default_root_dir).resolve())
+    logger = trainer.get("logger")
+    if (
+        isinstance(logger, Namespace)
+        and logger.get("init_args", Namespace()).get("save_dir") == trainer.default_root_dir
+    ):
+        logger.init_args.save_dir = root
+    trainer.default_root_dir = root
+
+
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """The checkpoint's entries; memory-mapped, so that its weights are not read."""
     return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -166,22 +183,32 @@ def differing_settings(
     ]
 
 
-def changed_horizon(checkpoint_path: Path, trainer: Namespace) -> list[str]:
+def run_length(trainer: L.Trainer) -> dict[str, Any]:
+    """The Trainer's settings that decide a run's total optimizer steps, as plain values."""
+    return {key: getattr(trainer, key) for key in HORIZON}
+
+
+def changed_horizon(checkpoint: Mapping[str, Any], trainer: L.Trainer) -> list[str]:
     """``trainer.KEY (checkpoint A, config B)`` for each setting that would move the end of the
-    checkpoint's learning-rate schedule, read from the ``config.yaml`` its run saved (none: [])."""
-    saved_config = checkpoint_path.parent.parent / "config.yaml"
-    if not saved_config.is_file():
+    checkpoint's learning-rate schedule, if the schedule has an end (one-cycle, cosine, linear ...;
+    not a step or exponential decay). The settings travel in the checkpoint, copied or not."""
+    schedules = checkpoint.get("lr_schedulers") or []
+    if not any(key in schedule for schedule in schedules for key in HORIZONS):
         return []
-    saved = yaml.safe_load(saved_config.read_text()).get("trainer", {})
+    saved = next((state["horizon"] for state in checkpoint.get("callbacks", {}).values()
+                  if isinstance(state, Mapping) and "horizon" in state), None)  # fmt: skip
+    if saved is None:
+        return []
+    now = run_length(trainer)
     return [
-        f"trainer.{key} (checkpoint {saved.get(key)!r}, config {trainer.get(key)!r})"
+        f"trainer.{key} (checkpoint {saved.get(key)!r}, config {now[key]!r})"
         for key in HORIZON
-        if saved.get(key) != trainer.get(key)
+        if saved.get(key) != now[key]
     ]
 
 
 def checkpoint_misfit(
-    path: Path, config: Namespace, model: L.LightningModule, data: L.LightningDataModule, evaluating: bool
+    path: Path, trainer: L.Trainer, model: L.LightningModule, data: L.LightningDataModule, evaluating: bool
 ) -> str | None:
     """The one-line refusal of a checkpoint whose settings differ from the config, or None.
 
@@ -192,15 +219,20 @@ def checkpoint_misfit(
     if path.is_dir():  # FSDP's sharded checkpoint: Lightning checks it as it loads
         return None
     checkpoint = load_checkpoint(path)
-    predicting = evaluating  # the model comes from the checkpoint: only the data must match
-    differing = differing_settings(checkpoint, model.hparams, data.hparams, predicting)
+    differing = differing_settings(checkpoint, model.hparams, data.hparams, evaluating)
     if differing:
-        return (
-            f"ckpt_path: {path} was made with other settings: {'; '.join(differing)}. Give its run's"
-            f" settings (--config {path.parent.parent / 'config.yaml'}), or start a new run"
+        shown = "; ".join(differing[:SHOWN]) + (
+            f"; and {len(differing) - SHOWN} more" if differing[SHOWN:] else ""
         )
-    scheduled = checkpoint.get("lr_schedulers") and not predicting
-    changed = changed_horizon(path, config.trainer) if scheduled else []
+        saved_config = path.resolve().parent.parent / "config.yaml"
+        again = ["python", "train.py", "--config", str(saved_config), "--ckpt_path", str(path.resolve())]
+        fix = (
+            f"continue it with its run's settings: {shlex.join(again)}"
+            if saved_config.is_file()
+            else "continue it, give the settings it was made with"
+        )
+        return f"ckpt_path: {path} was made with other settings: {shown}. To {fix}; or start a new run"
+    changed = [] if evaluating else changed_horizon(checkpoint, trainer)
     if changed:
         return (
             f"ckpt_path: the learning-rate schedule of {path} ends where its run was planned to;"

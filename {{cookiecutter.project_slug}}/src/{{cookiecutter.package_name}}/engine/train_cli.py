@@ -39,6 +39,7 @@ from {{ cookiecutter.package_name }}.engine.run_identity import (
     experiment_dir,
     find_last,
     fix_run_dir,
+    make_root_absolute,
     restart_count,
     restart_point,
 )
@@ -162,6 +163,7 @@ class TrainCLI(LightningCLI):
             self.parser.error(f"ckpt_path: {self.command} evaluates a checkpoint; give its path, or 'last'")
         if not self.evaluating and 0 in (trainer.max_epochs, trainer.max_steps):
             self.parser.error("trainer.max_epochs: 0 would test an untrained model; train at least 1 epoch")
+        make_root_absolute(trainer)
         restart = None if self.evaluating else restart_point(experiment_dir(trainer))
         if restart is not None:  # SLURM's requeue, torchrun's restart: the same command, the same run
             self.restarted_run, newest = restart
@@ -222,7 +224,7 @@ class TrainCLI(LightningCLI):
         record_model_config(self.model, self.config.model, self.datamodule)
         if self.config.ckpt_path is not None:
             checkpoint = Path(self.config.ckpt_path)
-            misfit = checkpoint_misfit(checkpoint, self.config, self.model, self.datamodule, self.evaluating)
+            misfit = checkpoint_misfit(checkpoint, self.trainer, self.model, self.datamodule, self.evaluating)
             if misfit is not None:
                 self.parser.error(misfit)
         if not isinstance(self.datamodule, SeededDataModule):
