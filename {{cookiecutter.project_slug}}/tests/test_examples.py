@@ -79,11 +79,11 @@ def test_the_data_modules_know_the_sizes_before_setup_and_prepare_the_inputs(exa
 
     cars = example_data / "cars.csv"
     table = CsvTableDataModule(cars, target="class", categorical=["safety", "doors"], numeric=["price"])
-    assert (table.cardinalities, table.num_numeric) == ([3, 4], 1)
+    assert (table.cardinalities, table.num_numeric) == ([3 + 1, 4 + 1], 1)  # and 0: blank or unseen
     assert table.class_names == ("acc", "good", "unacc", "vgood")
     table.setup()
     train_rows, val_rows = table.splits["train"].tensors[0], table.splits["val"].tensors[0]
-    assert set(train_rows[:, 0].tolist()) == {0.0, 1.0, 2.0}  # high, low, med
+    assert set(train_rows[:, 0].tolist()) == {1.0, 2.0, 3.0}  # high, low, med
     price = train_rows[:, 2]  # standardised with the training rows' statistics alone
     assert price.mean().abs() < 1e-4 and (price.std() - 1).abs() < 1e-4 and val_rows[:, 2].mean().abs() > 1e-4
 
@@ -123,13 +123,21 @@ def test_each_example_reaches_its_accuracy(trained: tuple[str, TrainCLI]) -> Non
 def test_predictions_name_the_classes_and_score_as_the_test_did(
     trained: tuple[str, TrainCLI], example_data: Path, tmp_path: Path
 ) -> None:
+    """Images: the test split is predicted. A table: every row of the file, in order, its test rows
+    among them."""
     name, cli = trained
     path = tmp_path / "predictions.csv"
     predict = ("--ckpt_path", best_checkpoint(cli), "--predict_path", str(path))
     train(tmp_path, *example(name, example_data), *predict)
     rows, names = read_rows(path), set(cli.datamodule.class_names)
-    assert len(rows) == len(cli.datamodule.splits["test"])
     assert {row["prediction"] for row in rows} <= names and {row["target"] for row in rows} <= names
+    if name == "tabular":
+        classes = [row["class"] for row in read_rows(example_data / DATA[name][1])]
+        assert [row["target"] for row in rows] == classes and [int(row["index"]) for row in rows] == list(
+            range(len(classes))
+        )
+        rows = [rows[index] for index in cli.datamodule.index["test"].tolist()]
+    assert len(rows) == len(cli.datamodule.splits["test"])
     accuracy = sum(row["prediction"] == row["target"] for row in rows) / len(rows)
     assert accuracy == pytest.approx(cli.trainer.callback_metrics["test/acc"].item(), abs=1e-6)
 

@@ -1,6 +1,7 @@
 """Export: every format writes a file that runs without this project and computes what the model does."""
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -182,3 +183,75 @@ def test_the_onnx_file_declares_a_dynamic_batch(exported: dict[str, Path], check
     # The output is named as the task names it (e.g. logits, prediction), else "output".
     (graph_output,) = model.graph.output
     assert graph_output.name == getattr(load_module(checkpoint), "output_name", "output")
+
+
+def files_under(directory: Path) -> dict[Path, bytes]:
+    return {path: path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+OUTPUT_KINDS = {
+    # kind: (the --output, relative to the test's directory, or None: the default; more arguments; named)
+    "the checkpoint": ("model.pt", ["--overwrite"], "is the checkpoint itself (--ckpt_path)"),
+    "the default, for a .pt checkpoint": (None, [], "is the checkpoint itself (--ckpt_path)"),
+    "an existing file": ("exported.pt", [], "exists; pass --overwrite to replace it"),
+    "a directory": ("folder", ["--overwrite"], "is a directory"),
+    "a path through a file": ("notes.txt/exported.pt", [], "notes.txt' is a file, not a directory"),
+    "a read-only directory": ("read_only/exported.pt", [], "cannot be written (Permission denied)"),
+}
+
+
+@pytest.mark.parametrize("kind", OUTPUT_KINDS)
+def test_an_output_that_would_destroy_a_file_or_cannot_be_written_stops_with_one_line(
+    checkpoint: Path, tmp_path: Path, capsys, kind: str
+) -> None:
+    """Checked before any work; nothing is written, the checkpoint least of all."""
+    output, more, named = OUTPUT_KINDS[kind]
+    given = tmp_path / "model.pt"  # a checkpoint, whatever its name: .pt is TorchScript's suffix
+    given.write_bytes(checkpoint.read_bytes())
+    (tmp_path / "exported.pt").write_bytes(b"an earlier export")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "notes.txt").write_text("a file\n")
+    (tmp_path / "read_only").mkdir(mode=0o555)
+    if kind == "a read-only directory" and os.access(tmp_path / "read_only", os.W_OK):
+        pytest.skip("this user (root) may write into a read-only directory")
+    before = files_under(tmp_path)
+    path = tmp_path / output if output is not None else given
+    args = ["--ckpt_path", str(given), "--format", "torchscript", *more]
+    with pytest.raises(SystemExit) as exit_info:
+        export.main([*args, "--output", str(path)] if output is not None else args)
+    assert exit_info.value.code == 2
+    (error,) = capsys.readouterr().err.splitlines()
+    assert error.startswith(f"error: output: '{path}' ") and named in error, error
+    assert files_under(tmp_path) == before  # no file, no partial one, the checkpoint as it was
+
+
+@pytest.mark.parametrize("where", ["an existing file, with --overwrite", "a missing directory"])
+def test_an_output_is_replaced_when_asked_and_its_directories_made(
+    checkpoint: Path, tmp_path: Path, where: str
+) -> None:
+    output = (
+        tmp_path / "exported.pt" if where.startswith("an existing") else tmp_path / "new" / "sub" / "m.pt"
+    )
+    if where.startswith("an existing"):
+        output.write_bytes(b"an earlier export")
+    args = ["--ckpt_path", str(checkpoint), "--format", "torchscript", "--output", str(output)]
+    assert export.main([*args, "--overwrite"] if where.startswith("an existing") else args) == output
+    torch.jit.load(output)  # a whole TorchScript file
+    assert [path.name for path in output.parent.iterdir()] == [output.name]  # nothing beside it
+
+
+def test_a_failed_export_leaves_the_file_it_would_replace(
+    checkpoint: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    def off_by_a_little(net: torch.nn.Module, example: torch.Tensor, path: Path) -> export.Runner:
+        run = export.to_torchscript(net, example, path)
+        return lambda x: run(x) + 1e-2
+
+    monkeypatch.setitem(export.EXPORTERS, "torchscript", off_by_a_little)
+    output = tmp_path / "exported.pt"
+    output.write_bytes(b"an earlier export")
+    args = ["--ckpt_path", str(checkpoint), "--format", "torchscript", "--output", str(output), "--overwrite"]
+    with pytest.raises(SystemExit):
+        export.main(args)
+    assert capsys.readouterr().err.startswith("error: parity: the exported model differs")
+    assert files_under(tmp_path) == {output: b"an earlier export"}

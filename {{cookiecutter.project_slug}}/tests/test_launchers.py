@@ -127,6 +127,7 @@ def test_a_requeued_slurm_job_continues_one_run_through_every_phase(
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert "Test: " in finished.stdout and "Best checkpoint: " in finished.stdout
     assert sorted(path.name for path in root.iterdir()) == ["version_0"]  # one run, one directory
+    assert len(list((run / "checkpoints").glob("epoch*.ckpt"))) == 1  # one best checkpoint
     assert len(requeues.read_text().splitlines()) == 3
 
     reference = tmp_path / "reference"

@@ -158,9 +158,7 @@ def test_a_run_stopped_after_two_epochs_and_resumed_ends_with_the_weights_of_one
 ) -> None:
     exact = (*OWN, "--data.num_workers", "2", "--trainer.max_epochs", "4", "--trainer.deterministic", "true",
              "--trainer.limit_train_batches", "5", "--trainer.limit_val_batches", "2")  # fmt: skip
-    # Two workers, as in test_reproducibility: random augmentations drawn in the training process
-    # (num_workers 0) are drawn for the prefetched batches before the Ctrl-C checkpoint saves the
-    # random state, and a run resumed from interrupted.ckpt would draw them again, differently.
+    # Two workers, as in test_reproducibility: each epoch's draws depend on (seed, epoch) alone.
     whole = train(tmp_path / "whole", *exact)
     training_step = Module.training_step
 
@@ -174,7 +172,8 @@ def test_a_run_stopped_after_two_epochs_and_resumed_ends_with_the_weights_of_one
         train(tmp_path / "split", *exact)
     monkeypatch.undo()
     resumed = train(tmp_path / "split", *exact, "--ckpt_path", "last")
-    assert Path(resumed.config.ckpt_path).name == "interrupted.ckpt"
+    # Stopped before the third epoch's first step: nothing new since the second's last.ckpt.
+    assert Path(resumed.config.ckpt_path).name == "last.ckpt"
     assert torch.load(resumed.config.ckpt_path, weights_only=True)["global_step"] == 2 * 5
     assert resumed.trainer.global_step == whole.trainer.global_step == 4 * 5
     # Its own schedule (StepLR, per epoch) went on from the checkpoint's state, not from the start.

@@ -1,6 +1,7 @@
 """Predictions to a file: ``python train.py --ckpt_path CKPT --predict_path FILE``."""
 
 import csv
+import os
 import re
 from collections.abc import Iterable
 from contextlib import nullcontext
@@ -129,3 +130,43 @@ def test_bad_predict_arguments_stop_with_one_line(
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and named in errors[0]
     assert list(tmp_path.iterdir()) == []  # stopped before any work
+
+
+PATH_KINDS = {
+    # kind: (the key, its value under the test's directory, what the one line says)
+    "predictions into a directory": ("predict_path", "folder", "is a directory"),
+    "predictions through a file": (
+        "predict_path",
+        "notes.txt/out.csv",
+        "notes.txt' is a file, not a directory",
+    ),
+    "predictions into a read-only directory": ("predict_path", "read_only/out.csv", "(Permission denied)"),
+    "a checkpoint that is a directory": ("ckpt_path", "folder", "is a directory"),
+    "a missing checkpoint": ("ckpt_path", "missing.ckpt", "no checkpoint file at"),
+    "a checkpoint through a file": ("ckpt_path", "notes.txt/best.ckpt", "no checkpoint file at"),
+}
+
+
+@pytest.mark.parametrize("kind", PATH_KINDS)
+def test_a_path_that_cannot_be_used_stops_with_one_line_and_writes_nothing(
+    trained_run: TrainCLI, tmp_path: Path, capsys, kind: str
+) -> None:
+    key, value, named = PATH_KINDS[kind]
+    given = tmp_path / "given"
+    (given / "folder").mkdir(parents=True)
+    (given / "notes.txt").write_text("a file\n")
+    (given / "read_only").mkdir(mode=0o555)
+    if kind.endswith("read-only directory") and os.access(given / "read_only", os.W_OK):
+        pytest.skip("this user (root) may write into a read-only directory")
+    paths = {
+        "ckpt_path": trained_run.trainer.checkpoint_callback.best_model_path,
+        "predict_path": str(given / "predictions.csv"),
+        key: str(given / value),
+    }
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(SystemExit) as exit_info:
+        train(tmp_path / "logs", *(f"--{name}={path}" for name, path in paths.items()), *TINY_RUN)
+    assert exit_info.value.code == 2
+    (error,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert error.startswith(f"error: {key}: ") and paths[key] in error and named in error, error
+    assert sorted(tmp_path.rglob("*")) == before  # no predictions, no partial file, no logs

@@ -2,19 +2,25 @@
 
 import csv
 import json
+import shutil
 import struct
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import pytest
+import torch
+import yaml
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.cli import LightningCLI
 from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from {{ cookiecutter.package_name }}.engine import run_files
+from {{ cookiecutter.package_name }}.engine.sizes import class_of
 
-from conftest import TINY_RUN, RunCLI
+from conftest import CONSTANT_LR, DEFAULT_CONFIG, TINY_RUN, RunCLI, train
 
 RUN_FILES = ("epochs.csv", "summary.json", "summary.md", "curves.png")
 SHORT = ("--trainer.max_epochs", "2", *TINY_RUN)
@@ -22,8 +28,8 @@ SHORT += ("--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "
 SHORT += ("--trainer.limit_test_batches", "2")
 NO_LOGGER = ("--trainer.logger", "false")  # the default callbacks stay (the CLI drops the LR monitor)
 CSV_LOGGER = ("--trainer.logger", "lightning.pytorch.loggers.CSVLogger")
-NOT_METRICS = {"epoch", "step", "lr"}
-"""The columns of epochs.csv that RunFiles adds to the logged metrics."""
+NOT_METRICS = {"epoch", "step"}
+"""The columns of epochs.csv that RunFiles adds to the logged metrics, besides the learning rates."""
 SPEED = {"train/epoch_time_s", "train/samples_per_s"}
 """What EpochThroughput logs per epoch: in epochs.csv, but the run's speed, not a learning curve."""
 PANEL_WIDTH, HEIGHT = 500, 400
@@ -33,6 +39,13 @@ PANEL_WIDTH, HEIGHT = 500, 400
 def read_rows(directory: Path) -> list[dict[str, float]]:
     with (directory / "epochs.csv").open(newline="") as file:
         return [{name: float(value) for name, value in row.items() if value} for row in csv.DictReader(file)]
+
+
+def learning_rate_columns(row: Iterable[str]) -> set[str]:
+    """The columns that are neither a metric nor the epoch and step: the learning rates."""
+    return {
+        name for name in row if not name.startswith(("train/", "val/", "test/")) and name not in NOT_METRICS
+    }
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -75,7 +88,7 @@ def test_a_run_writes_its_metrics_summary_and_curves_next_to_its_logs(trained_ru
     for name in logged:
         values = [(event.step + 1, event.value) for event in events.Scalars(name)]
         assert values == [(row["step"], pytest.approx(row[name])) for row in rows], name
-    assert rows[-1]["lr"] == trainer.optimizers[0].param_groups[0]["lr"]
+    assert all(learning_rate_columns(row) == learning_rates for row in rows)  # one per optimizer
 
     summary = json.loads((directory / "summary.json").read_text())
     best = trainer.checkpoint_callback
@@ -122,6 +135,9 @@ def test_any_logger_or_none(
     assert all((directory / name).is_file() for name in RUN_FILES)
     rows = read_rows(directory)
     assert len(rows) == cli.trainer.current_epoch == 2
+    # The learning rate without a LearningRateMonitor too, named as it would name it.
+    optimizer = cli.trainer.optimizers[0]
+    assert all(learning_rate_columns(row) == {f"lr-{type(optimizer).__name__}"} for row in rows)
     if cli.trainer.logger:  # the CSVLogger's own file: every value logged, an independent record
         with (directory / "metrics.csv").open(newline="") as file:
             logged = per_epoch(next(csv.reader(file)))
@@ -173,3 +189,111 @@ def test_the_curves_are_whatever_the_run_logs_per_epoch(
 def test_fast_dev_run_writes_none_of_them(run_cli: RunCLI, tmp_path: Path) -> None:
     run_cli("--config", "configs/debug/fast_dev_run.yaml", *TINY_RUN)
     assert not [path for path in tmp_path.rglob("*") if path.name in RUN_FILES]
+
+
+def test_the_learning_rate_is_one_column_per_optimizer_at_the_epochs_last_step(run_cli: RunCLI) -> None:
+    # The default schedule changes the rate every step; TensorBoard gets it before every step.
+    cli = run_cli("fit", *SHORT, "--trainer.max_epochs", "3", "--trainer.log_every_n_steps", "1")
+    directory = Path(cli.trainer.log_dir)
+    events = EventAccumulator(str(directory))
+    events.Reload()
+    logged = {tag for tag in events.Tags()["scalars"] if tag.startswith("lr-")}  # LearningRateMonitor's
+    assert len(logged) == len(cli.trainer.optimizers)
+    rows = read_rows(directory)
+    for row in rows:
+        assert learning_rate_columns(row) == logged, sorted(row)
+        for tag in logged:  # what the epoch's last step used: TensorBoard counts the steps from 0
+            (rate,) = [event.value for event in events.Scalars(tag) if event.step == row["step"] - 1]
+            assert row[tag] == pytest.approx(rate, rel=1e-6), (tag, row["epoch"])
+    assert len({row[tag] for row in rows for tag in logged}) == len(rows)  # it did change every epoch
+
+
+TASK = class_of(yaml.safe_load(DEFAULT_CONFIG.read_text())["model"]["class_path"])
+"""The LightningModule that the default config trains: a test stops a run inside its hooks."""
+RESUMED = ("fit", *SHORT, *CONSTANT_LR, "--trainer.max_epochs", "4")
+
+
+def drawn_epochs(monkeypatch: pytest.MonkeyPatch) -> list[list[float]]:
+    """Records the epochs of every line that the next curves.png draws."""
+    lines: list[list[float]] = []
+    save = Figure.savefig
+
+    def record_and_save(figure: Figure, *args: Any, **kwargs: Any) -> None:
+        lines.extend(list(line.get_xdata()) for axes in figure.axes for line in axes.lines)
+        save(figure, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", record_and_save)
+    return lines
+
+
+@pytest.mark.parametrize("stop", ["after epoch 1", "during epoch 2"])
+def test_a_resumed_run_keeps_the_epochs_before_its_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: str
+) -> None:
+    """Stopped with Ctrl-C, then resumed from its checkpoint into its own directory and into another
+    one: epochs.csv, curves.png and the summary hold every epoch of the run, each once."""
+    if stop == "after epoch 1":  # at the start of epoch 2: last.ckpt holds epochs 0 and 1
+
+        def on_train_epoch_start(self: L.LightningModule) -> None:
+            if self.current_epoch == 2:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(TASK, "on_train_epoch_start", on_train_epoch_start)
+        name = "last.ckpt"
+    else:  # after a step of epoch 2: interrupted.ckpt
+        training_step = TASK.training_step
+
+        def interrupted(self: L.LightningModule, batch: object, batch_idx: int) -> torch.Tensor:
+            if self.current_epoch == 2 and batch_idx == 1:
+                raise KeyboardInterrupt
+            return training_step(self, batch, batch_idx)
+
+        monkeypatch.setattr(TASK, "training_step", interrupted)
+        name = "interrupted.ckpt"
+    with pytest.raises(SystemExit):
+        train(tmp_path / "runs", *RESUMED)
+    monkeypatch.undo()
+    stopped = tmp_path / "runs" / "version_0"
+    before = read_rows(stopped)
+    assert [row["epoch"] for row in before] == [0, 1]
+    checkpoint = stopped / "checkpoints" / name
+    elsewhere = shutil.copy(checkpoint, tmp_path / "stopped.ckpt")  # not of the experiment: a new directory
+
+    for root, ckpt_path in ((tmp_path / "other", elsewhere), (tmp_path / "runs", checkpoint)):
+        lines = drawn_epochs(monkeypatch)
+        cli = train(root, *RESUMED, "--ckpt_path", str(ckpt_path))
+        monkeypatch.undo()
+        directory = Path(cli.trainer.log_dir)
+        assert directory == (stopped if root == tmp_path / "runs" else root / "version_0")
+        rows = read_rows(directory)
+        assert [row["epoch"] for row in rows] == [0, 1, 2, 3]
+        assert rows[:2] == [pytest.approx(row) for row in before]  # the epochs before, as they were
+        assert [row["step"] for row in rows] == [3, 6, 9, 12]
+        assert all(per_epoch(row) == per_epoch(rows[0]) for row in rows)  # every metric, every epoch
+        assert lines and all(line == [0, 1, 2, 3] for line in lines)
+        summary = json.loads((directory / "summary.json").read_text())
+        assert summary["epochs"] == len(rows) == summary["last_epoch"]["epoch"] + 1 == 4
+
+
+def early_stopping_config(path: Path) -> Path:
+    """The default callbacks, with early stopping after one epoch without a gain of 1000."""
+    callbacks = yaml.safe_load(DEFAULT_CONFIG.read_text())["trainer"]["callbacks"]
+    for callback in callbacks:
+        if issubclass(class_of(callback["class_path"]), EarlyStopping):
+            callback["init_args"] = {**callback.get("init_args", {}), "patience": 1, "min_delta": 1000.0}
+    path.write_text(yaml.safe_dump({"trainer": dict(callbacks=callbacks)}))
+    return path
+
+
+@pytest.mark.parametrize("end", ["max_epochs", "early stopping"])
+def test_the_summary_counts_the_epochs_trained(run_cli: RunCLI, tmp_path: Path, end: str) -> None:
+    stopping = ("--config", str(early_stopping_config(tmp_path / "stop.yaml"))) if end != "max_epochs" else ()
+    cli = run_cli(*stopping, *SHORT, "--trainer.max_epochs", "3" if end == "max_epochs" else "10")
+    stopper = next(c for c in cli.trainer.callbacks if isinstance(c, EarlyStopping))
+    trained = 3 if end == "max_epochs" else stopper.stopped_epoch + 1
+    assert (stopper.stopped_epoch > 0) == (end != "max_epochs") and trained < 10
+    directory = Path(cli.trainer.log_dir)
+    rows = read_rows(directory)
+    summary = json.loads((directory / "summary.json").read_text())  # written again after the test
+    assert summary["epochs"] == len(rows) == summary["last_epoch"]["epoch"] + 1 == trained
+    assert f"| epochs | {trained} |" in (directory / "summary.md").read_text()

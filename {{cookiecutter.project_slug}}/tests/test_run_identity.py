@@ -168,3 +168,48 @@ def test_a_finished_run_given_again_tests_its_best_checkpoint(tmp_path: Path, ca
     assert "test/loss" in again.trainer.callback_metrics
     best = first.trainer.checkpoint_callback.best_model_path
     assert f"Best checkpoint: {best}  ({first.config.monitor} = " in capsys.readouterr().out
+
+
+NO_LOGGER = ("--trainer.logger", "false")
+
+
+def test_runs_without_a_logger_get_their_own_directories_too(tmp_path: Path) -> None:
+    """Lightning would write both runs' checkpoints and config.yaml straight into the root."""
+    first = train(tmp_path, "--trainer.max_epochs", "1", *CONSTANT_LR, *NO_LOGGER, *TINY)
+    second = train(
+        tmp_path, "--trainer.max_epochs", "1", "--seed_everything", "7", *CONSTANT_LR, *NO_LOGGER, *TINY
+    )
+    runs = [Path(cli.trainer.default_root_dir) for cli in (first, second)]
+    assert runs == [tmp_path / "version_0", tmp_path / "version_1"]
+    for run, seed in zip(runs, (42, 7), strict=True):
+        assert yaml.safe_load((run / "config.yaml").read_text())["seed_everything"] == seed
+        assert (run / "checkpoints" / "last.ckpt").is_file()
+    resumed = train(
+        tmp_path, "--trainer.max_epochs", "2", *CONSTANT_LR, "--ckpt_path", "last", *NO_LOGGER, *TINY
+    )
+    assert Path(resumed.trainer.default_root_dir) == runs[1] and resumed.trainer.global_step == 4
+
+
+@pytest.mark.parametrize("logger", ["tensorboard", "none"])
+@pytest.mark.parametrize("place", ["under a file", "a file"])
+def test_a_root_that_cannot_hold_runs_is_refused_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], logger: str, place: str
+) -> None:
+    """A read-only place, as root sees one too: a path through a regular file, or a file itself."""
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    root = blocker / "runs" if place == "under a file" else blocker
+    with pytest.raises(SystemExit) as exit_info:
+        train(root, "--trainer.max_epochs", "1", *(NO_LOGGER if logger == "none" else ()), *TINY)
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: trainer.default_root_dir: cannot create"), errors
+    assert [path.name for path in tmp_path.iterdir()] == ["a file"]
+
+
+def test_a_refused_run_without_a_logger_leaves_no_directory(tmp_path: Path, capsys) -> None:
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {}, "optimizer_states": [], "hyper_parameters": {"lr": 1}}, other)
+    with pytest.raises(SystemExit):
+        train(tmp_path / "runs", "--ckpt_path", str(other), *NO_LOGGER, *TINY)
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())

@@ -26,6 +26,17 @@ def image_files(folder: Path) -> list[Path]:
     return sorted(path for path in folder.iterdir() if path.suffix.lower() in SUFFIXES)
 
 
+def checked_image(path: Path) -> tuple[str, tuple[int, int]]:
+    """The mode and (width, height) of the image at ``path``, decoded once in full: a damaged file
+    stops the run here, naming it, rather than a DataLoader worker mid-epoch with a traceback."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.mode, image.size
+    except Exception as error:  # Pillow reports damage as OSError, SyntaxError, ValueError, ...
+        raise ValueError(f"data.init_args.root: '{path}' is not a readable image ({error})") from None
+
+
 def random_flip(image: Tensor) -> Tensor:
     """Mirror ``image`` (C, H, W) left to right with probability 1/2, from torch's global RNG
     (the worker's seed inside a DataLoader worker); at module level so that spawned workers can
@@ -52,8 +63,13 @@ class ImageFiles(Dataset[tuple[Tensor, Tensor]]):
         return len(self.files)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        with Image.open(self.files[index]) as file:
-            picture = file.convert(self.mode)
+        try:
+            with Image.open(self.files[index]) as file:
+                picture = file.convert(self.mode)
+        except Exception as error:  # a file damaged after set-up, or not checked there (check_images)
+            raise ValueError(
+                f"data.init_args.root: '{self.files[index]}' is not a readable image ({error})"
+            ) from None
         if self.size is not None:
             picture = picture.resize(self.size[::-1], Image.Resampling.BILINEAR)  # Pillow: (width, height)
         pixels = torch.from_numpy(np.array(picture, dtype=np.uint8))  # (H, W) or (H, W, C)
@@ -69,8 +85,11 @@ class ImageFolderDataModule(SeededDataModule):
     """Images in one sub-folder of ``root`` per class, split into train, val and test.
 
     Classes are the sub-folders' names, sorted; images are float tensors (C, H, W) in [0, 1], with
-    one channel if the first image is grey-scale, else three (RGB). Files are read and decoded in
-    the DataLoader workers, so that decoding runs alongside training.
+    one channel if the first image is grey-scale, else three (RGB). Every file is decoded once when
+    the DataModule is built (``check_images``), so that a damaged one stops the run before training;
+    in training, files are read and decoded in the DataLoader workers, alongside the training steps.
+    The class names travel in the checkpoint: a folder added, removed or renamed since training is
+    refused when the checkpoint is evaluated or predicts, rather than shifting every class name.
 
     Args:
         root: The folder that holds one sub-folder per class.
@@ -86,6 +105,8 @@ class ImageFolderDataModule(SeededDataModule):
         max_shift: Random shifts of the training images by up to this many pixels; 0: none.
         flip: Random left-right mirroring of the training images: only where a mirrored image is
             still of its class (photos of objects, not digits or letters).
+        check_images: Decode every file once when the DataModule is built, so that a damaged one
+            stops the run naming it before training; turn off for data sets too large to read twice.
     """
 
     def __init__(
@@ -100,6 +121,7 @@ class ImageFolderDataModule(SeededDataModule):
         image_size: tuple[int, int] | None = None,
         max_shift: int = 0,
         flip: bool = False,
+        check_images: bool = True,
     ) -> None:
         super().__init__(batch_size, num_workers, persistent_workers)
         check_fractions(val_fraction, test_fraction)
@@ -117,24 +139,34 @@ class ImageFolderDataModule(SeededDataModule):
             raise ValueError(f"data.init_args.root: '{self.root}' has no sub-folders, one per class")
         self.class_names = tuple(folder.name for folder in folders)
         self.num_classes = len(folders)
-        first = image_files(folders[0])
-        if not first:
-            raise ValueError(f"data.init_args.root: no image files ({', '.join(SUFFIXES)}) in '{folders[0]}'")
-        with Image.open(first[0]) as image:
-            self.mode = "L" if image.mode in GREY_MODES else "RGB"
+        self.files: list[list[Path]] = []  # of each class
+        for folder in folders:
+            found = image_files(folder)
+            if not found:
+                raise ValueError(
+                    f"data.init_args.root: class folder '{folder}' holds no images ({', '.join(SUFFIXES)}):"
+                    " add some, or remove the folder"
+                )
+            self.files.append(found)
+        mode, size = checked_image(self.files[0][0])
+        if check_images:
+            for path in (path for found in self.files for path in found):
+                other_size = checked_image(path)[1]
+                if image_size is None and other_size != size:
+                    raise ValueError(
+                        f"data.init_args.image_size: the images differ in size ('{self.files[0][0]}' is"
+                        f" {size[1]}x{size[0]}, '{path}' {other_size[1]}x{other_size[0]}); set image_size"
+                        " to [height, width] to resize them all"
+                    )
+        self.mode = "L" if mode in GREY_MODES else "RGB"
         self.in_channels = 1 if self.mode == "L" else 3
         self.save_hyperparameters()
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        files, labels = [], []
-        for label, name in enumerate(self.class_names):
-            found = image_files(self.root / name)
-            if not found:
-                raise ValueError(f"data.init_args.root: class folder '{self.root / name}' holds no images")
-            files += found
-            labels += [label] * len(found)
+        files = [path for found in self.files for path in found]
+        labels = [label for label, found in enumerate(self.files) for _ in found]
         targets = torch.tensor(labels)
         hp = self.hparams
         splits = split_indices(len(files), hp.val_fraction, hp.test_fraction, hp.split_seed)

@@ -7,10 +7,14 @@ batch-norm statistics frozen) and exported alone, without loss, metrics or optim
 dynamic batch dimension. The written file is then loaded back the way a deployment would load it,
 and its outputs are compared with the PyTorch network's on batches of other sizes than the one it
 was exported with. A mismatch deletes the file and exits with status 1.
+
+The file is written beside its place and renamed there once it passed the check: an existing one
+(replaced only with ``--overwrite``) stays whole until then, and the checkpoint is never written over.
 """
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -22,6 +26,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from {{ cookiecutter.package_name }}.engine.run_files import unwritable
 from {{ cookiecutter.package_name }}.engine.sizes import load_module
 
 ATOL = RTOL = 1e-4
@@ -152,18 +157,54 @@ def check_parity(net: nn.Module, runner: Runner, examples: Tensor) -> float:
     return largest
 
 
-def export(ckpt_path: Path, format: str, output: Path | None = None) -> tuple[Path, float]:
-    """Writes the network of ``ckpt_path`` as ``format``; returns the file and the parity gap."""
-    net, examples = load_network(ckpt_path)
+def partial_path(output: Path) -> Path:
+    """Where the file is written before it is checked: beside ``output``, with its suffix (the
+    exporters and their loaders go by it), hidden."""
+    return output.with_name(f".{output.stem}.partial{output.suffix}")
+
+
+def output_problem(ckpt_path: Path, output: Path, overwrite: bool) -> str | None:
+    """The one-line error for an output path that would destroy something or cannot be written
+    (``run_files.unwritable``), or None."""
+    if output.exists() and ckpt_path.exists() and output.samefile(ckpt_path):
+        return f"output: '{output}' is the checkpoint itself (--ckpt_path); name another file with --output"
+    if output.is_dir():
+        return f"output: '{output}' is a directory; name the file to write with --output"
+    if output.exists() and not overwrite:
+        return f"output: '{output}' exists; pass --overwrite to replace it"
+    reason = unwritable(output)
+    return f"output: '{output}' {reason}" if reason else None
+
+
+@contextmanager
+def written_beside(output: Path) -> Iterator[Path]:
+    """A path to write, renamed to ``output`` when the block ends; an error (a failed check, Ctrl-C)
+    removes it and leaves ``output`` as it was."""
+    partial = partial_path(output)
+    try:
+        yield partial
+        os.replace(partial, output)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def export(
+    ckpt_path: Path, format: str, output: Path | None = None, overwrite: bool = False
+) -> tuple[Path, float]:
+    """Writes the network of ``ckpt_path`` as ``format``; returns the file and the parity gap.
+
+    ``output`` defaults to the checkpoint's path with the format's suffix; an existing file there is
+    an error unless ``overwrite``, and the checkpoint itself always is.
+    """
     output = output or ckpt_path.with_suffix(SUFFIXES[format])
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with quiet(), torch.no_grad():
-        runner = EXPORTERS[format](net, batch_of(examples, EXAMPLE_BATCH_SIZE), output)
-        try:
-            return output, check_parity(net, runner, examples)
-        except ExportError:
-            output.unlink(missing_ok=True)
-            raise
+    if problem := output_problem(ckpt_path, output, overwrite):
+        raise ExportError(problem, status=2)
+    net, examples = load_network(ckpt_path)
+    with quiet(), torch.no_grad(), written_beside(output) as partial:
+        runner = EXPORTERS[format](net, batch_of(examples, EXAMPLE_BATCH_SIZE), partial)
+        difference = check_parity(net, runner, examples)
+    return output, difference
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -180,11 +221,12 @@ def main(args: list[str] | None = None) -> Path:
     parser.add_argument("--ckpt_path", type=Path, required=True, help="a checkpoint that train.py wrote")
     parser.add_argument("--format", required=True, choices=sorted(EXPORTERS), help="onnx: the export extra")
     parser.add_argument("--output", type=Path, help="default: the checkpoint's path with .onnx, .pt or .pt2")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     options = parser.parse_args(args)
     if not options.ckpt_path.is_file():
         parser.error(f"ckpt_path: no checkpoint file at '{options.ckpt_path}'")
     try:
-        path, difference = export(options.ckpt_path, options.format, options.output)
+        path, difference = export(options.ckpt_path, options.format, options.output, options.overwrite)
     except ExportError as error:
         sys.stderr.write(f"error: {error}\n")
         raise SystemExit(error.status) from None

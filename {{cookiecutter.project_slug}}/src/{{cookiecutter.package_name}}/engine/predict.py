@@ -1,6 +1,9 @@
 """Predictions to a CSV file: ``python train.py --ckpt_path CKPT --predict_path FILE``.
 
 An existing FILE is refused unless ``--predict_overwrite true`` (checked by the CLI before any work).
+A FILE that cannot be written (a directory, a read-only place, a path through a file) stops the
+command with one line before the checkpoint is loaded; its missing directories are made. The file
+is written beside its place and then renamed there: never half-written.
 """
 
 from collections.abc import Sequence
@@ -11,13 +14,14 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.cli import SaveConfigCallback
 from torch import Tensor
 from torchmetrics.utilities.distributed import gather_all_tensors
 
 from {{ cookiecutter.package_name }}.engine.checkpoint_io import replacing
-from {{ cookiecutter.package_name }}.engine.run_files import RunFiles
+from {{ cookiecutter.package_name }}.engine.run_files import RunFiles, unwritable
 from {{ cookiecutter.package_name }}.engine.sizes import load_module
 
 
@@ -102,12 +106,37 @@ def plain_columns(columns: dict[str, Tensor]) -> dict[str, list[Any]]:
     return plain
 
 
-def model_without_run_files(trainer: L.Trainer, ckpt_path: str) -> L.LightningModule:
+def predictions_problem(path: Path) -> str | None:
+    """The one-line error for a predictions file that cannot be written, or None."""
+    if path.is_dir():
+        return f"predict_path: '{path}' is a directory; name the CSV file to write"
+    reason = unwritable(path)
+    return f"predict_path: '{path}' {reason}" if reason else None
+
+
+def model_without_run_files(
+    trainer: L.Trainer, ckpt_path: str, predict_path: Path | None = None
+) -> L.LightningModule:
     """The checkpoint's model, and a Trainer that writes no run files (logs, config, summaries):
-    predicting and evaluating a checkpoint leave only what they were asked for."""
+    predicting and evaluating a checkpoint leave only what they were asked for. The paths are
+    checked first, before the work: an error names the key, in one line (``cli.main``)."""
     trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, SaveConfigCallback | RunFiles)]
     trainer.loggers = []
+    if Path(ckpt_path).is_dir():  # a sharded checkpoint, which resumes training but loads no model here
+        raise MisconfigurationException(f"ckpt_path: '{ckpt_path}' is a directory; name a checkpoint file")
+    if predict_path is not None and (problem := predictions_problem(predict_path)):
+        raise MisconfigurationException(problem)
     return load_module(ckpt_path)
+
+
+def restore_data_state(datamodule: L.LightningDataModule, ckpt_path: str) -> None:
+    """Gives the data, before its set-up, the state it saved in the checkpoint (a table's coding of
+    its categories), as Lightning does on resume: the checkpoint's model sees its inputs coded as
+    in training, whatever file the config names."""
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+    state = checkpoint.get(type(datamodule).__qualname__)
+    if state is not None:
+        datamodule.load_state_dict(state)
 
 
 def predict_to_csv(
@@ -117,10 +146,11 @@ def predict_to_csv(
     path: str | Path,
 ) -> CsvPredictionWriter:
     """Predicts with the model that the checkpoint's hyperparameters describe, whatever the config
-    says of the model; the data comes from the config, as in training. Writes the CSV file and
-    nothing else: no logs, no config.
+    says of the model; the data comes from the config, as in training, with the state it saved in
+    the checkpoint. Writes the CSV file and nothing else: no logs, no config.
     """
-    model = model_without_run_files(trainer, ckpt_path)
+    model = model_without_run_files(trainer, ckpt_path, Path(path))
+    restore_data_state(datamodule, ckpt_path)
     writer = CsvPredictionWriter(path)
     trainer.callbacks = [*trainer.callbacks, writer]
     trainer.predict(model, datamodule=datamodule, return_predictions=False)
@@ -137,6 +167,7 @@ def evaluate_checkpoint(
     the config's data, and returns the metrics. Like predicting, it writes nothing: no logs, no run
     directory, no summary files; the numbers are printed."""
     model = model_without_run_files(trainer, ckpt_path)
+    restore_data_state(datamodule, ckpt_path)
     evaluate = trainer.validate if split == "val" else trainer.test
     evaluate(model, datamodule=datamodule, verbose=False)
     return dict(trainer.callback_metrics)

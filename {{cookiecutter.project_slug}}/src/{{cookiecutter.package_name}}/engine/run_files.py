@@ -5,27 +5,42 @@ metrics, epochs, wall time, config) and ``curves.png`` (each metric the module l
 loss first, against the epoch): what a notebook, a spreadsheet, a diff or a code review can read,
 with any logger or none. (Not ``metrics.csv``: Lightning's ``CSVLogger`` writes its own file of
 that name in the same directory.)
+
+A row of ``epochs.csv`` holds ``epoch`` (from 0), ``step`` (optimizer steps done by the epoch's end),
+one learning-rate column per optimizer, named as ``LearningRateMonitor`` names it in TensorBoard
+(``lr-AdamW``; see ``learning_rates``) and valued as there at the epoch's last training step: the
+rate that step used. Then every metric logged once per epoch. A resumed run keeps the rows of the
+epochs before its checkpoint, whichever directory it resumes into: they travel in the checkpoint.
+
+Each file is written beside its place and then renamed over it (``checkpoint_io.replacing``): a
+Ctrl-C or a full disk leaves the previous complete file, never a half-written one.
 """
 
 import csv
+import io
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.trainer.states import TrainerFn
 
 from {{ cookiecutter.package_name }}.engine.callbacks import model_checkpoint
+from {{ cookiecutter.package_name }}.engine.checkpoint_io import replacing
 
 STAGES = ("train", "val")
 """The stages drawn in ``curves.png``, each metric as ``STAGE/NAME`` (or ``STAGE/NAME_epoch``)."""
 SPEED = ("train/epoch_time_s", "train/samples_per_s")
 """What ``dashboards.EpochThroughput`` logs per epoch: the run's speed, in ``epochs.csv`` but not a
 learning curve."""
+CHECKPOINT_KEY = "epochs_csv"
+"""Where a checkpoint keeps the rows of ``epochs.csv`` so far, for a resumed run to go on with."""
 
 
 def run_directory(trainer: L.Trainer) -> Path:
@@ -40,13 +55,73 @@ def run_directory(trainer: L.Trainer) -> Path:
 
 
 def epoch_metrics(trainer: L.Trainer, validated: bool) -> dict[str, float]:
-    """What was logged once per epoch: not the per-step values, nor stale validation values."""
+    """What was logged once per epoch: not the per-step values, nor stale validation values, nor
+    what ``LearningRateMonitor`` puts there: its values of the last step it logged (every
+    ``log_every_n_steps``), not of the epoch's end (``learning_rates`` gives those)."""
     skipped = ("test/",) if validated else ("test/", "val/")
+    monitored = {name for c in trainer.callbacks if isinstance(c, LearningRateMonitor) for name in c.lrs}  # type: ignore[attr-defined]
     return {
         name: float(value)
         for name, value in sorted(trainer.callback_metrics.items())
-        if not name.endswith("_step") and not name.startswith(skipped)
+        if not name.endswith("_step") and not name.startswith(skipped) and name not in monitored
     }
+
+
+def learning_rates(trainer: L.Trainer) -> dict[str, float]:
+    """Each optimizer's current learning rate, named as ``LearningRateMonitor`` names it: ``lr-CLASS``,
+    or the schedule's ``name`` where it has one; ``lr-CLASS-1``, ``lr-CLASS-2`` for more optimizers of
+    one class; ``/pgN`` (or the group's ``name``) after it for each of several parameter groups."""
+    named = {id(config.scheduler.optimizer): config.name for config in trainer.lr_scheduler_configs}
+    scheduled_first = sorted(trainer.optimizers, key=lambda optimizer: id(optimizer) not in named)
+    seen: Counter[type] = Counter()
+    rates: dict[str, float] = {}
+    for optimizer in scheduled_first:
+        name = named.get(id(optimizer))
+        if name is None:
+            seen[type(optimizer)] += 1
+            count = seen[type(optimizer)]
+            name = "lr-" + type(optimizer).__name__ + (f"-{count - 1}" if count > 1 else "")
+        groups = optimizer.param_groups
+        for index, group in enumerate(groups):
+            group_name = group.get("name", f"pg{index + 1}" if len(groups) > 1 else None)
+            rates[f"{name}/{group_name}" if group_name else name] = float(group["lr"])
+    return rates
+
+
+def write_file(path: Path, content: bytes) -> None:
+    """Writes ``content`` beside ``path``, then renames it there: never half-written, whatever stops
+    the process; the file it replaces stays whole until then."""
+    with replacing(path) as file:
+        file.write(content)
+
+
+def unwritable(path: Path) -> str | None:
+    """Why no file can be written at ``path``, which is not a directory, or None: for a one-line error
+    before the work. Makes the missing directories, as writing would, and tries a write beside it,
+    which also finds a read-only place that the permissions do not tell (a read-only file system;
+    root, whom they do not stop)."""
+    blocking = next((parent for parent in path.parents if parent.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        return f"cannot be written: '{blocking}' is a file, not a directory"
+    probe = path.with_name(f".{path.name}.partial")  # where checkpoint_io.replacing writes
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        return f"cannot be written ({error.strerror or error})"
+    return None
+
+
+def number(text: str) -> float:
+    """A value of ``epochs.csv`` as it was written: ``epoch`` and ``step`` as integers."""
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
+def read_epochs(path: Path) -> list[dict[str, float]]:
+    """The rows of an ``epochs.csv`` file, without the columns that a row leaves empty."""
+    with path.open(newline="", encoding="utf-8") as file:
+        return [{name: number(value) for name, value in row.items() if value} for row in csv.DictReader(file)]
 
 
 def curve_names(rows: list[dict[str, float]]) -> tuple[str, ...]:
@@ -85,7 +160,8 @@ def draw_curves(rows: list[dict[str, float]], panels: Sequence[str], path: Path)
         axes.grid(alpha=0.3)
         if axes.has_data():
             axes.legend()
-    figure.savefig(path, dpi=100)
+    with replacing(path) as file:
+        figure.savefig(file, format="png", dpi=100)
 
 
 class RunFiles(Callback):
@@ -96,6 +172,13 @@ class RunFiles(Callback):
     test. Only rank 0 writes, and only from values that are already the same on every process
     (logged epoch metrics, the checkpoint's best score): no collective runs here. ``fast_dev_run``
     writes nothing.
+
+    Every checkpoint holds the rows so far (``CHECKPOINT_KEY``); one saved at an epoch's end, once
+    the module logged that epoch's metrics (``ModelCheckpoint`` saves then), holds that epoch's row
+    too. A run resumed from it starts from those rows and, when it resumes into the directory
+    that it stopped in, from the rows of its ``epochs.csv`` that the checkpoint lacks (one saved
+    during validation, before the epoch's training metrics were in); the epochs that it trains
+    again replace theirs.
     """
 
     def __init__(self, curves: Sequence[str] | None = None) -> None:
@@ -104,6 +187,8 @@ class RunFiles(Callback):
         self.curves = tuple(curves) if curves is not None else None
         self.rows: list[dict[str, float]] = []
         self.pending: dict[str, float] | None = None  # the epoch that just ended, not yet complete
+        self.rates: dict[str, float] = {}  # the learning rates of the epoch's latest training step
+        self.resumed = False  # rows from a checkpoint, to be joined with epochs.csv's at the first epoch
         self.validated = False
         self.test_metrics: dict[str, float] = {}
         self.directory: Path | None = None
@@ -115,17 +200,46 @@ class RunFiles(Callback):
         self.directory = None if trainer.fast_dev_run else run_directory(trainer)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.resumed:
+            self.resumed = False
+            self.rows = self.earlier_rows(trainer.current_epoch)
         self.complete_epoch(trainer)
         self.validated = False
+        self.rates = {}
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.rates = learning_rates(trainer)  # read where LearningRateMonitor reads them: before the step
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.validated = self.validated or not trainer.sanity_checking
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        optimizer = trainer.optimizers[0] if trainer.optimizers else None
-        self.pending = {"epoch": trainer.current_epoch, "step": trainer.global_step}  # steps done
-        if optimizer is not None:
-            self.pending["lr"] = optimizer.param_groups[0]["lr"]
+        rates = self.rates or learning_rates(trainer)  # an epoch without a batch: the current ones
+        self.pending = {"epoch": trainer.current_epoch, "step": trainer.global_step, **rates}  # steps done
+
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # A pending epoch is complete by now: its checkpoint is saved after the module's epoch end.
+        self.complete_epoch(trainer)
+        checkpoint[CHECKPOINT_KEY] = [dict(row) for row in self.rows]
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if trainer.state.fn == TrainerFn.FITTING:  # not the best checkpoint that the test loads
+            self.rows = [dict(row) for row in checkpoint.get(CHECKPOINT_KEY, [])]
+            self.resumed = True
+
+    def earlier_rows(self, first_epoch: int) -> list[dict[str, float]]:
+        """The rows of the epochs before ``first_epoch``, the first that the resumed run trains: the
+        checkpoint's, and those that only the ``epochs.csv`` of the directory has."""
+        path = self.directory / "epochs.csv" if self.directory is not None else None
+        on_disk = read_epochs(path) if path is not None and path.is_file() else []
+        by_epoch = {row["epoch"]: row for row in [*on_disk, *self.rows] if row["epoch"] < first_epoch}
+        return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.complete_epoch(trainer)
@@ -144,29 +258,32 @@ class RunFiles(Callback):
         """Adds the epoch that ended to ``epochs.csv``.
 
         The LightningModule logs its epoch metrics in its own ``on_train_epoch_end``, which
-        Lightning calls after this callback's; they are all in by the next epoch's start, or the
-        end of training.
+        Lightning calls after this callback's; they are all in by the epoch's checkpoint (saved
+        after it), the next epoch's start, or the end of training, whichever comes first.
         """
         if self.pending is None:
             return
-        row, self.pending = {**self.pending, **epoch_metrics(trainer, self.validated)}, None
-        self.rows.append(row)
+        pending, self.pending = self.pending, None
+        logged = epoch_metrics(trainer, self.validated).items()
+        metrics = {name: value for name, value in logged if name not in pending}  # the epoch's rates win
+        self.rows.append({**pending, **metrics})  # epoch, step and the rates first
         if self.directory is None or not trainer.is_global_zero:
             return
         names = list(dict.fromkeys(name for row in self.rows for name in row))
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=names)
+        writer.writeheader()
+        writer.writerows(self.rows)
         self.directory.mkdir(parents=True, exist_ok=True)
-        with (self.directory / "epochs.csv").open("w", newline="", encoding="utf-8") as file:
-            writer = csv.DictWriter(file, fieldnames=names)
-            writer.writeheader()
-            writer.writerows(self.rows)
+        write_file(self.directory / "epochs.csv", text.getvalue().encode("utf-8"))
 
     def write_summary(self, trainer: L.Trainer) -> None:
         if self.directory is None or not trainer.is_global_zero:
             return
         summary = self.summary(trainer)
         self.directory.mkdir(parents=True, exist_ok=True)
-        (self.directory / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-        (self.directory / "summary.md").write_text(markdown(summary), encoding="utf-8")
+        write_file(self.directory / "summary.json", (json.dumps(summary, indent=2) + "\n").encode("utf-8"))
+        write_file(self.directory / "summary.md", markdown(summary).encode("utf-8"))
 
     def summary(self, trainer: L.Trainer) -> dict[str, Any]:
         checkpoint = model_checkpoint(trainer)
@@ -178,7 +295,8 @@ class RunFiles(Callback):
             "run_directory": str(self.directory),
             "config": str(config_file) if config_file is not None and config_file.is_file() else None,
             "config_files_given": [str(path) for path in given or []],
-            "epochs": trainer.current_epoch,  # completed, also those before a resume
+            # Epochs trained, those before a resume too: the rows of epochs.csv, last_epoch's epoch + 1.
+            "epochs": trainer.current_epoch,
             "steps": trainer.global_step,
             "wall_time_s": round(time.monotonic() - self.started, 1),
             "best_checkpoint": (checkpoint.best_model_path or None) if checkpoint is not None else None,

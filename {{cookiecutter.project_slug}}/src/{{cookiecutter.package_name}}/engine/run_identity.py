@@ -16,6 +16,7 @@ from typing import Any
 import lightning as L
 import torch
 from jsonargparse import Namespace
+from lightning.pytorch.utilities import rank_zero_only
 
 RUN_PREFIX = "version_"
 RESUMABLE = ("last.ckpt", "interrupted.ckpt")
@@ -242,20 +243,43 @@ def checkpoint_misfit(
     return None
 
 
+def run_version(experiment: Path, ckpt_path: str | None, restarted_run: Path | None) -> int:
+    """The run a restart continues, the checkpoint's own run when resuming one of this experiment's,
+    else a new directory, claimed so that concurrent starts differ. A run under SLURM or torchrun
+    records its launch, for the launch's restarts to find."""
+    if restarted_run is not None:
+        version = int(restarted_run.name.removeprefix(RUN_PREFIX))
+    else:
+        resumed = run_of(Path(ckpt_path), experiment) if ckpt_path else None
+        version = claim_run(experiment) if resumed is None else resumed
+    started = launch()
+    if started is not None:
+        (experiment / f"{RUN_PREFIX}{version}" / LAUNCH_FILE).write_text(started[0] + "\n")
+    return version
+
+
 def fix_run_dir(trainer: L.Trainer, ckpt_path: str | None, restarted_run: Path | None = None) -> None:
-    """Fixes the logger's ``version_N`` before any work: the run a restart continues, the checkpoint's
-    own run when resuming one of this experiment's, else a new directory, claimed so that concurrent
-    starts differ. A run under SLURM or torchrun records its launch, for the launch's restarts to find."""
+    """Fixes the logger's ``version_N`` before any work (``run_version``)."""
     logger = trainer.logger
     if getattr(logger, "_version", 0) is not None or not trainer.is_global_zero:
         return  # no logger, fast_dev_run's, a version the config sets, or DDP's other processes
-    experiment = Path(logger.root_dir)
-    if restarted_run is not None:
-        resumed = int(restarted_run.name.removeprefix(RUN_PREFIX))
-    else:
-        resumed = run_of(Path(ckpt_path), experiment) if ckpt_path else None
     # Lightning reads the version lazily, first when the run starts.
-    logger._version = claim_run(experiment) if resumed is None else resumed
-    started = launch()
-    if started is not None:
-        (experiment / f"{RUN_PREFIX}{logger._version}" / LAUNCH_FILE).write_text(started[0] + "\n")
+    logger._version = run_version(Path(logger.root_dir), ckpt_path, restarted_run)
+
+
+def fix_run_dir_without_logger(trainer: Namespace, ckpt_path: str | None, restarted_run: Path | None) -> bool:
+    """With ``--trainer.logger false`` Lightning writes checkpoints and ``config.yaml`` straight into
+    ``default_root_dir``, where the next run would overwrite them: each run gets its ``version_N``
+    there too, as ``default_root_dir``. Decided on rank 0; the others learn the checkpoint
+    directory from it (ModelCheckpoint broadcasts it) and write nothing else. True if it is new."""
+    if trainer.get("logger") is not False or rank_zero_only.rank != 0:
+        return False
+    experiment = Path(trainer.default_root_dir)
+    run = experiment / f"{RUN_PREFIX}{run_version(experiment, ckpt_path, restarted_run)}"
+    trainer.default_root_dir = str(run)
+    return unused(run)  # a new directory, not a resumed run's
+
+
+def unused(run: Path) -> bool:
+    """Whether a run directory holds nothing but its launch record."""
+    return run.is_dir() and all(path.name == LAUNCH_FILE for path in run.iterdir())

@@ -5,6 +5,7 @@ The hooks below run in the order LightningCLI calls them: ``add_arguments_to_par
 ``parse_arguments``, ``before_instantiate_classes``, ``instantiate_classes``.
 """
 
+import shutil
 import sys
 from functools import partial
 from pathlib import Path
@@ -39,9 +40,11 @@ from {{ cookiecutter.package_name }}.engine.run_identity import (
     experiment_dir,
     find_last,
     fix_run_dir,
+    fix_run_dir_without_logger,
     make_root_absolute,
     restart_count,
     restart_point,
+    unused,
 )
 from {{ cookiecutter.package_name }}.engine.sizes import SIZES, class_of, record_model_config, size_for
 
@@ -71,6 +74,7 @@ class TrainCLI(LightningCLI):
         self.in_process = in_process  # called with `args` (tests, tune.py), not as `python train.py`
         self.restarted_run: Path | None = None  # the run that a restart of a SLURM job or torchrun continues
         self.notes: list[str] = []  # printed before the run starts
+        self.claimed_run: Path | None = None  # a new run directory for a run without a logger
         self.command = command
         self.net_links = net_links  # links from the data into model.net (the shipped tasks have one)
         super().__init__(*args, **kwargs)
@@ -211,9 +215,24 @@ class TrainCLI(LightningCLI):
         if trainer.benchmark is None:
             trainer.benchmark = auto_benchmark(trainer.accelerator, trainer.deterministic)
         self.tf32 = enable_tf32_if_supported(trainer.accelerator)
+        if not self.evaluating:  # last: once no check here can stop the run (see instantiate_classes)
+            try:
+                if fix_run_dir_without_logger(trainer, self.config.ckpt_path, self.restarted_run):
+                    self.claimed_run = Path(trainer.default_root_dir)
+            except OSError as error:
+                self.parser.error(f"trainer.default_root_dir: cannot create a run directory in it ({error})")
 
     def instantiate_classes(self) -> None:
-        """Turns a value that a constructor rejects into the same one-line error as a parse error."""
+        """Turns a value that a constructor rejects into the same one-line error as a parse error;
+        a run directory claimed for a run without a logger goes again if the run is refused."""
+        try:
+            self.instantiate_checked_classes()
+        except SystemExit:
+            if self.claimed_run is not None and unused(self.claimed_run):
+                shutil.rmtree(self.claimed_run)
+            raise
+
+    def instantiate_checked_classes(self) -> None:
         try:
             super().instantiate_classes()
         except (ValueError, TypeError, MisconfigurationException) as error:

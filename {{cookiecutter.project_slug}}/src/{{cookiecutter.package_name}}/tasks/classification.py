@@ -5,6 +5,7 @@ from typing import Any
 
 import lightning as L
 import torch.nn.functional as F
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
@@ -30,6 +31,30 @@ class Classification(Task):
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names is not None else None
         super().__init__(**kwargs)
+
+    # Checked when each stage starts, once the data is set up and any checkpoint restored: a class
+    # folder added or renamed since training would otherwise shift every class name silently.
+    # (Resuming training is refused earlier, by the CLI's comparison of the checkpoint's settings.)
+    def on_validation_start(self) -> None:
+        self.check_data_classes()
+
+    def on_test_start(self) -> None:
+        self.check_data_classes()
+
+    def on_predict_start(self) -> None:
+        self.check_data_classes()
+
+    def check_data_classes(self) -> None:
+        """Stops, naming the difference, where the data's classes are not those this model learned."""
+        datamodule = self.trainer.datamodule
+        names = getattr(datamodule, "class_names", None)
+        if names is not None and self.class_names is not None and list(names) != self.class_names:
+            raise MisconfigurationException(class_difference(self.class_names, list(names)))
+        count = getattr(datamodule, "num_classes", None)
+        if isinstance(count, int) and count != self.num_classes:
+            raise MisconfigurationException(
+                f"data: the checkpoint's model has {self.num_classes} classes; the data has {count}"
+            )
 
     def configure_metrics(self, stage: str) -> MetricCollection:
         # validate_args=False: cross-entropy already rejects labels out of range, and the checks
@@ -70,3 +95,17 @@ class Classification(Task):
 
     def configure_callbacks(self) -> list[L.Callback]:
         return [ConfusionMatrixImage(), MisclassifiedExamples()]
+
+
+def class_difference(model: list[str], data: list[str]) -> str:
+    """One line: the classes a model learned, the data's, and what was added, removed or reordered."""
+    added = [name for name in data if name not in model]
+    removed = [name for name in model if name not in data]
+    changes = [
+        f"{what}: {', '.join(names)}" for what, names in (("added", added), ("removed", removed)) if names
+    ]
+    return (
+        f"data: the checkpoint's classes are {model}; the data has {data}"
+        f" ({'; '.join(changes) or 'the same names in another order'}): predictions would name the wrong"
+        " classes; point the data at the classes the model was trained on, or train afresh"
+    )
