@@ -47,6 +47,7 @@ EXPECTED_FILES = {
     "tests/test_export.py", "tests/test_predict.py", "tests/test_tensorboard.py", "tests/test_non_finite.py",
     "tests/test_checkpoints.py", "tests/test_loggers.py", "tests/test_console.py", "tests/test_run_files.py",
     "tests/test_run_identity.py", "tests/test_endings.py", "tests/test_launchers.py",
+    "tests/test_data_errors.py", "tests/test_results_files.py", "tests/test_bad_values.py",
 }  # fmt: skip
 HOSTILE = {
     "project_name": '홍길동\'s "Quoted" \\ <Project> #1 *',

@@ -229,7 +229,16 @@ def stops_before_any_work(run_cli: RunCLI, capsys, tmp_path: Path, data_reads: l
         (("--data.batch_size", "x"), "data.batch_size"),
         (("--data.num_workers", "-1"), "data.num_workers"),
         (("--trainer.devices", "0"), "devices"),
-        (("--model.optimizer.lr", "-1"), "model.optimizer: Invalid learning rate: -1"),
+        (("--model.optimizer.lr", "-1"), "model.optimizer.init_args.lr: Invalid learning rate: -1"),
+        (("--model.optimizer.lr", ".nan"), "model.optimizer.init_args.lr: Invalid learning rate: nan"),
+        (("--model.optimizer.lr", "nan"), "model.optimizer.lr: Expected a float (given value: nan)"),
+        (
+            ("--model.optimizer.weight_decay", "-1"),
+            "model.optimizer.init_args.weight_decay: Invalid weight_decay",
+        ),
+        (("--model.optimizer.eps", "-1"), "model.optimizer.init_args.eps: Invalid epsilon value"),
+        (("--model.net.dropout", "1.5"), "model.net.init_args.dropout must be in [0, 1), got 1.5"),
+        (("--model.net.dropout", "-0.1"), "model.net.init_args.dropout must be in [0, 1), got -0.1"),
         (("--trainer.precision", "bogus"), "precision: Expected one of 64, 32, 16, 'transformer-engine',"),
     ],
 )

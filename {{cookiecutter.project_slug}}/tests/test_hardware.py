@@ -58,6 +58,14 @@ def test_mixed_precision_follows_native_bf16_support(
     assert hardware.auto_precision("cpu") == "32-true"  # asking for the CPU wins over a present GPU
 
 
+@pytest.mark.parametrize(("precision", "dtype"), [("64-true", torch.float64), ("bf16-true", torch.bfloat16)])
+def test_a_true_precision_trains_the_weights_in_its_dtype(run_cli: RunCLI, precision: str, dtype) -> None:
+    # The model summary and the graph run the data's example inputs (float32) through the network.
+    cli = run_cli("--trainer.precision", precision, "--trainer.fast_dev_run", "true", *TINY_RUN)
+    assert cli.trainer.state.finished and cli.trainer.global_step == 1
+    assert {parameter.dtype for parameter in cli.model.parameters()} == {dtype}
+
+
 @pytest.mark.parametrize(("capability", "enabled"), [((8, 0), True), ((9, 0), True), ((7, 5), False)])
 def test_tf32_only_from_ampere_on(fake_cuda, capability: tuple[int, int], enabled: bool) -> None:
     fake_cuda(capability)

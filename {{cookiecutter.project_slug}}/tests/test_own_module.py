@@ -174,7 +174,6 @@ def test_a_run_stopped_after_two_epochs_and_resumed_ends_with_the_weights_of_one
     resumed = train(tmp_path / "split", *exact, "--ckpt_path", "last")
     # Stopped before the third epoch's first step: nothing new since the second's last.ckpt.
     assert Path(resumed.config.ckpt_path).name == "last.ckpt"
-    assert torch.load(resumed.config.ckpt_path, weights_only=True)["global_step"] == 2 * 5
     assert resumed.trainer.global_step == whole.trainer.global_step == 4 * 5
     # Its own schedule (StepLR, per epoch) went on from the checkpoint's state, not from the start.
     (lr,) = resumed.model.lr_schedulers().get_last_lr()

@@ -3,8 +3,11 @@ with the final metrics and the model's graph, served by a real server. (Each tas
 are tested with the task: tests/test_classification.py, tests/test_regression_task.py.)"""
 
 import contextlib
+import errno
 import io
 import json
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -21,6 +24,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image  # tensorboard's own dependency; add_image needs it too
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 from {{ cookiecutter.package_name }}.engine import dashboards
 from {{ cookiecutter.package_name }}.engine.callbacks import model_checkpoint
@@ -209,3 +213,29 @@ def test_tensorboard_serves_the_hparams_with_the_final_metrics(run: TrainCLI, te
     assert metrics[best] == pytest.approx(best_score)
     better = min if run.config.monitor_mode == "min" else max  # the best of the served epochs
     assert best_score == pytest.approx(better(value for _, value in fetch_scalars(tensorboard, monitored)))
+
+
+@pytest.mark.parametrize("checkpoints_before", [0, 1], ids=["at the start", "after a checkpoint"])
+def test_a_full_disk_stops_the_run_with_one_line_naming_the_file_and_keeps_the_checkpoints(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, checkpoints_before: int
+) -> None:
+    original = EventFileWriter.add_event
+
+    def add_event(self: EventFileWriter, event: Any) -> None:
+        if len(list(tmp_path.rglob("*.ckpt"))) >= checkpoints_before:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        original(self, event)
+
+    monkeypatch.setattr(EventFileWriter, "add_event", add_event)
+    with pytest.raises(SystemExit) as exit_info:
+        train(tmp_path, "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "2", *TINY_RUN)
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (error,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    # The event file, or the run's directory where the first record of the file failed.
+    assert re.match(r"error: disk full writing \S*/version_0(/events\.out\.tfevents\.\S+)?\. ", error), error
+    saved = list(tmp_path.rglob("*.ckpt"))
+    assert len(saved) >= checkpoints_before
+    for path in saved:  # whole files, each the state of a finished epoch
+        assert torch.load(path, weights_only=True)["global_step"] > 0

@@ -3,7 +3,9 @@ mistakes stop it in one line."""
 
 import csv
 import runpy
+import sqlite3
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -182,3 +184,64 @@ def test_without_optuna_the_search_says_how_to_install_it(monkeypatch) -> None:
     monkeypatch.delitem(sys.modules, tune.__name__)
     with pytest.raises(SystemExit, match=r"pip install -e '\.\[tune\]'"):
         runpy.run_path(str(PROJECT_ROOT / "tune.py"), run_name="__main__")
+
+
+def hold_lock(database: Path, seconds: float) -> threading.Thread:
+    """Another worker's transaction that holds the SQLite file's lock for ``seconds``, from now on."""
+    locked = threading.Event()
+
+    def worker() -> None:
+        connection = sqlite3.connect(database, isolation_level=None)
+        connection.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        time.sleep(seconds)
+        connection.execute("COMMIT")
+        connection.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    locked.wait()
+    return thread
+
+
+def lock_in_first_trial(
+    monkeypatch: pytest.MonkeyPatch, database: Path, seconds: float
+) -> list[threading.Thread]:
+    """Locks the study's database for ``seconds`` as its first trial starts."""
+    holders: list[threading.Thread] = []
+    run_trial = tune.run_trial
+
+    def locked_trial(trial: optuna.Trial, *args: Any, **kwargs: Any) -> float:
+        if not holders:
+            holders.append(hold_lock(database, seconds))
+        return run_trial(trial, *args, **kwargs)
+
+    monkeypatch.setattr(tune, "run_trial", locked_trial)
+    return holders
+
+
+def test_a_study_that_another_worker_locks_for_a_while_waits_for_it(tmp_path: Path, monkeypatch) -> None:
+    holders = lock_in_first_trial(monkeypatch, tmp_path / "studies.db", seconds=6)  # sqlite3 waits 5 s
+    study = search(tmp_path, "--n-trials", "1")
+    assert holders and [trial.state for trial in study.trials] == [TrialState.COMPLETE]
+
+
+@pytest.mark.parametrize("when", ["opening the study", "in a trial"])
+def test_a_study_locked_for_longer_than_the_wait_stops_with_one_line(
+    tmp_path: Path, capsys, monkeypatch, when: str
+) -> None:
+    database = tmp_path / "studies.db"
+    monkeypatch.setattr(tune, "LOCK_WAIT_S", 0.5)
+    holders = lock_in_first_trial(monkeypatch, database, seconds=3)
+    if when == "opening the study":
+        holders.append(hold_lock(database, 3))
+    with pytest.raises(SystemExit) as exit_info:
+        search(tmp_path, "--n-trials", "1")
+    assert len(holders) == 1
+    holders[0].join()
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    (error,) = [line for line in err.splitlines() if line.startswith("error:")]
+    assert error.startswith(f"error: storage sqlite:///{database}: the database is locked")
+    assert "the same command again" in error

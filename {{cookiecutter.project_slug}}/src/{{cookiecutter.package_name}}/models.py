@@ -13,6 +13,12 @@ import torch
 from torch import Tensor, nn
 
 
+def check_dropout(dropout: float) -> None:
+    """torch's Dropout refuses a probability above 1 without naming the key; 1 would zero every input."""
+    if not 0 <= dropout < 1:
+        raise ValueError(f"model.net.init_args.dropout must be in [0, 1), got {dropout}")
+
+
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
@@ -32,6 +38,7 @@ class SmallCNN(nn.Module):
         super().__init__()
         if width < 1:
             raise ValueError(f"model.net.init_args.width must be at least 1, got {width}")
+        check_dropout(dropout)
         self.features = nn.Sequential(
             conv_block(in_channels, width),
             conv_block(width, 2 * width),
@@ -63,6 +70,7 @@ class EmbeddingMLP(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
+        check_dropout(dropout)
         self.embeddings = nn.ModuleList(nn.Embedding(count, embedding_dim) for count in cardinalities)
         self.num_categorical = len(self.embeddings)
         width = self.num_categorical * embedding_dim + num_numeric
@@ -90,6 +98,7 @@ class MLP(nn.Module):
         super().__init__()
         if depth < 1:
             raise ValueError(f"model.net.init_args.depth must be at least 1, got {depth}")
+        check_dropout(dropout)
         layers: list[nn.Module] = [nn.Flatten()]
         for width_in in [num_features] + [hidden] * (depth - 1):
             layers += [nn.Linear(width_in, hidden), nn.ReLU(), nn.Dropout(dropout)]

@@ -7,6 +7,7 @@ message and an exit status.
 """
 
 import contextlib
+import errno
 import io
 import shutil
 import sys
@@ -224,11 +225,14 @@ def main(default_config: Path, args: list[str] | None = None, callbacks: Sequenc
     except MisconfigurationException as error:  # settings that only clash once the Trainer runs
         discard_unstarted_run(trainer)
         cli.parser.error(missing_monitor(trainer, cli.config.monitor, error) or str(error))
-    except NonFiniteLossError as error:
+    except (NonFiniteLossError, OSError) as error:
+        if isinstance(error, OSError) and error.errno != errno.ENOSPC:
+            raise
         saved = Path(checkpoint.dirpath).glob("*.ckpt") if checkpoint and checkpoint.dirpath else []
         last = max(saved, key=lambda path: path.stat().st_mtime, default=None)
         kept = f"; the last good checkpoint is {last}" if last else "; no checkpoint had been written yet"
-        sys.stderr.write(f"error: {error}. Training stopped before saving the weights{kept}\n")
+        what = f"disk full writing {error.filename}" if isinstance(error, OSError) else str(error)
+        sys.stderr.write(f"error: {what}. Training stopped before saving the weights{kept}\n")
         end_process_group()  # every process stops at the same step
         raise SystemExit(1) from None
     except SIGTERMException:

@@ -13,24 +13,32 @@ from lightning.pytorch.cli import LightningArgumentParser
 
 
 def yaml_error(args: Sequence[str]) -> str | None:
-    """``FILE:LINE: problem`` for the first ``--config`` file that is not valid YAML.
+    """``FILE:LINE: problem`` for the first ``--config`` file that is not valid YAML, or not a mapping.
 
-    jsonargparse reports the problem without the file or line, as if the YAML were a string.
+    jsonargparse reports the problem without the file or line, as if the YAML were a string, and an
+    empty file as ``Unexpected config:``.
     """
     paths = [value for flag, value in pairwise(args) if flag == "--config"]
     paths += [arg.removeprefix("--config=") for arg in args if arg.startswith("--config=")]
     for path in filter(Path.is_file, map(Path, paths)):
         try:
-            yaml.safe_load(path.read_text())
+            loaded = yaml.safe_load(path.read_text())
         except yaml.MarkedYAMLError as error:
             mark = error.problem_mark or error.context_mark
             line = f":{mark.line + 1}" if mark is not None else ""
             return f"{path}{line}: {error.problem or error.context}"
+        if loaded is None:
+            return f"{path}: the file holds no settings (it is empty or all comments)"
+        if not isinstance(loaded, dict):
+            return f"{path}: the file holds a {type(loaded).__name__}, not keys with their values"
     return None
 
 
 LINK_FAILURE = re.compile(r"^Call to compute_fn of link .*? failed: ", re.DOTALL)
 """How jsonargparse wraps an error raised while it computes a linked value (a size from the data)."""
+
+NOT_A_PATH = ("Expected a path but", "Expected a dot import path string")
+"""How jsonargparse reports that a value is no path, when one of the types it tried takes a path."""
 
 IMPORT_FAILURE = re.compile(r"No module named|has no attribute|cannot import name")
 """How a ``class_path`` that does not import is reported."""
@@ -76,10 +84,16 @@ def concise(message: str) -> str:
         and "NoneType" not in line
         and not line.removeprefix("- ").startswith("Problem with given class_path")
     ]
+    # A value that fits no type of a union (torch's ``lr: float | Tensor``) fails as a path to a
+    # tensor, too; the reader meant the number.
+    typed = [reason for reason in reasons if not reason.startswith((*NOT_A_PATH, "Does not validate"))]
     given = next((line for line in lines if line.startswith("Given value:")), None)
     if given is not None:  # a value jsonargparse holds as NestedArg(key=..., val=...): the value alone
         given = re.sub(r"NestedArg\(key='[^']*', val=(.*)\)$", r"\1", given)
-    reason = reasons[0] if reasons else lines[-1]
+        given = re.sub(r"\. Got value: Namespace\(.*$", "", given)
+    reason = (typed or reasons)[0] if reasons else lines[-1]
+    reason = re.sub(r"\ba <class '(\w+)'>", r"a \1", reason)  # a <class 'float'>: a float
+    reason = re.sub(r"\bExpected a ([aeiou])", r"Expected an \1", reason)
     reason = re.sub(r"\. Got value: Namespace\(.*$", "", reason)  # the whole entry again, after the value
     literals = re.findall(r"Literal\[([^]]*)]", message)
     choices = [value for literal in literals for value in literal.split(", ")]

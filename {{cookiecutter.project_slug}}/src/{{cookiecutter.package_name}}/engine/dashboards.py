@@ -1,8 +1,12 @@
 """What TensorBoard shows of any run beyond the logged metrics: its speed. Each task adds its own
 dashboards (``tasks/dashboards.py``) through ``configure_callbacks``."""
 
+import contextlib
+import errno
+import os
 import time
 from argparse import Namespace
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +17,19 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.data import extract_batch_size
 
 
+def disk_full(error: BaseException) -> bool:
+    """Whether a full disk is what went wrong, also under the errors that wrap it."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno == errno.ENOSPC:
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 class TensorBoardLogger(loggers.TensorBoardLogger):
-    """Lightning's TensorBoard logger with the writer's two options spelled out, and hyperparameters
-    without the CLI's own keys.
+    """Lightning's TensorBoard logger with the writer's two options spelled out, hyperparameters
+    without the CLI's own keys, and a full disk reported as such.
 
     Lightning's passes ``**kwargs`` on to ``SummaryWriter``; the CLI would then read both sources
     to find the keys it accepts, at every start (measured: 0.15 s of 0.4 s of ``--help``).
@@ -37,6 +51,47 @@ class TensorBoardLogger(loggers.TensorBoardLogger):
             save_dir, name, version, log_graph, default_hp_metric, prefix, sub_dir,
             max_queue=max_queue, flush_secs=flush_secs,
         )  # fmt: skip
+        self.disk_full = False
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """Raises a full disk as ``OSError(ENOSPC)`` naming the event file: Lightning reports any error
+        of ``log_metrics`` as a value it cannot log (``you tried to log 0.22 ...``)."""
+        try:
+            yield
+        except Exception as error:
+            if not disk_full(error):
+                raise
+            self.disk_full = True
+            events = sorted(Path(self.log_dir).glob("events.out.tfevents.*"), key=os.path.getmtime)
+            path = events[-1] if events else Path(self.log_dir)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+
+    @property
+    def experiment(self) -> Any:
+        """The ``SummaryWriter``, made on first use: it writes the event file's first record."""
+        with self.writing():
+            return super().experiment
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        with self.writing():
+            super().log_metrics(metrics, step)
+
+    def log_graph(self, model: L.LightningModule, input_array: torch.Tensor | None = None) -> None:
+        with self.writing():
+            super().log_graph(model, input_array)
+
+    def save(self) -> None:
+        with self.writing():
+            super().save()
+
+    def finalize(self, status: str) -> None:
+        if self.disk_full:  # Lightning finalizes after the error too: the last flush would fail again
+            with contextlib.suppress(OSError, ValueError):
+                super().finalize(status)
+            return
+        with self.writing():
+            super().finalize(status)
 
     def log_hyperparams(
         self,
@@ -48,7 +103,8 @@ class TensorBoardLogger(loggers.TensorBoardLogger):
         not choices of the run, and would show in hparams.yaml and the HParams tab as if they were."""
         given = vars(params) if isinstance(params, Namespace) else params
         choices = {name: value for name, value in given.items() if not name.startswith("_")}
-        super().log_hyperparams(choices, metrics=metrics, step=step)
+        with self.writing():
+            super().log_hyperparams(choices, metrics=metrics, step=step)
 
 
 def tensorboard_logger(trainer: L.Trainer) -> loggers.TensorBoardLogger | None:

@@ -33,6 +33,50 @@ from {{ cookiecutter.package_name }}.engine.non_finite import NonFiniteLossError
 from {{ cookiecutter.package_name }}.engine.search_space import SearchSpace, SearchSpaceError, flags, nested
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+LOCK_WAIT_S = 60
+"""How long a worker waits for another that holds the SQLite file's lock (sqlite3's default: 5 s); a
+trial's own writes take milliseconds, so only a stuck or overloaded worker holds it this long."""
+
+
+class StorageLockedError(BaseException):
+    """The SQLite file stayed locked longer than ``LOCK_WAIT_S``.
+
+    A ``BaseException``, as ``SystemExit`` is: Optuna catches any ``Exception`` of a trial and then
+    writes the failure to the storage, which is locked, and reports each failed write with a traceback.
+    """
+
+
+def locked(error: BaseException) -> bool:
+    """Whether SQLite's lock stopped a storage call, under SQLAlchemy's and Optuna's wrappers."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if "database is locked" in str(cause):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def locked_message(storage: str) -> str:
+    return (
+        f"storage {storage}: the database is locked: another process has held it for more than"
+        f" {LOCK_WAIT_S} s. Run the same command again once it is free (the study continues), or give"
+        " many workers a server database (--storage postgresql://...)"
+    )
+
+
+class PatientStorage(optuna.storages.RDBStorage):
+    """Optuna's database storage, whose heartbeat skips a beat while the SQLite file is locked.
+
+    The heartbeat runs in a thread of its own, where a failed write would print a traceback and end
+    it; the next beat tries again, and a trial is only given up after two silent intervals.
+    """
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            super().record_heartbeat(trial_id)
+        except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as error:
+            if not locked(error):
+                raise
 
 
 class TrainingExitError(Exception):
@@ -115,7 +159,11 @@ def open_study(space: SearchSpace, objective: Objective) -> optuna.Study:
             # Heartbeats tell a trial whose process died from a running one; Optuna marks the
             # argument experimental, not the feature unreliable.
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(space.storage, heartbeat_interval=space.heartbeat_seconds)
+            # SQLite: wait for a lock as long as a trial's writes may need, not sqlite3's 5 s.
+            waits = {"connect_args": {"timeout": LOCK_WAIT_S}} if space.storage.startswith("sqlite") else {}
+            storage = PatientStorage(
+                space.storage, engine_kwargs=waits, heartbeat_interval=space.heartbeat_seconds
+            )
         study = optuna.create_study(
             storage=storage,
             study_name=space.study_name,
@@ -136,6 +184,8 @@ def open_study(space: SearchSpace, objective: Objective) -> optuna.Study:
             study.set_user_attr("monitor", objective.metric)
         return study
     except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as error:
+        if locked(error):
+            raise StorageLockedError(locked_message(space.storage)) from None
         raise SearchSpaceError(
             f"study {space.study_name!r} in {space.storage}: {error}".splitlines()[0]
         ) from None
@@ -156,6 +206,10 @@ def run_trial(
         if reporter.diverged:  # too high a learning rate is a bad trial, not a broken search
             raise optuna.TrialPruned("the training loss diverged") from None
         raise TrainingExitError(stop.code) from None
+    except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as error:
+        if locked(error):  # reporting to the trial (or sampling) timed out: the trial stays unfinished
+            raise StorageLockedError(locked_message(space.storage)) from None
+        raise
     if reporter.best is None:
         raise SearchSpaceError(f"monitor: no validation ran, so {objective.metric!r} has no value")
     return reporter.best
@@ -213,6 +267,11 @@ def main(default_config: Path, default_space: Path, argv: list[str] | None = Non
         if code != 2:  # 2: the CLI has named the bad value; otherwise the study can go on later
             sys.stderr.write("The search stopped; the same command continues the study.\n")
         raise SystemExit(code) from None
+    except (StorageLockedError, Exception) as error:  # Optuna's own handling may fail on the lock too
+        if not isinstance(error, StorageLockedError) and not locked(error):
+            raise
+        sys.stderr.write(f"error: {locked_message(space.storage)}\n")
+        raise SystemExit(1) from None
     if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         print(f"Best: trial {study.best_trial.number}, {objective.metric} = {study.best_value:.4f}")
         print(f"Its config: {write_best(study, space, objective, extra)}")

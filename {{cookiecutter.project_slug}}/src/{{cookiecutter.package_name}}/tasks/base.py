@@ -1,23 +1,48 @@
 """What every task shares: the network, its optimizer and schedule, weight initialisation, and the loss
 and metrics of each stage logged once per epoch. A task adds its loss, metrics and predictions."""
 
+import contextlib
+import inspect
+import math
+import re
 import warnings
 from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torchmetrics import MeanMetric, MetricCollection
 
-from {{ cookiecutter.package_name }}.tasks.schedules import build_scheduler
+from {{ cookiecutter.package_name }}.engine.config_errors import names_a_setting
+from {{ cookiecutter.package_name }}.tasks.schedules import build_scheduler, unset_horizon
 from {{ cookiecutter.package_name }}.tasks.weight_init import WeightInit, initialize_weights
 
 Batch = tuple[Tensor, Tensor]
 STAGES = ("train", "val", "test")
+SPOKEN_NAMES = {"lr": "learning rate", "eps": "epsilon", "betas": "beta"}
+"""How torch's optimizers name these arguments in the errors they raise (``Invalid learning rate: -1``)."""
+
+
+def named_argument(message: str, make: Any) -> str | None:
+    """The argument of ``make`` (an optimizer class or partial) that an error message names first.
+
+    jsonargparse's partials carry every argument of the config as a keyword (their signature shows none).
+    """
+    names = list(getattr(make, "keywords", {}))
+    with contextlib.suppress(TypeError, ValueError):  # a callable without a readable signature
+        names += list(inspect.signature(make).parameters)
+    found = {
+        match.start(): name
+        for name in names
+        if (match := re.search(rf"\b{re.escape(SPOKEN_NAMES.get(name, name))}\b", message, re.IGNORECASE))
+    }
+    return found[min(found)] if found else None
 
 
 class Task(L.LightningModule):
@@ -65,20 +90,30 @@ class Task(L.LightningModule):
         self.losses = nn.ModuleDict({f"{stage}_": MeanMetric(nan_strategy="disable") for stage in STAGES})
 
     def check_optimization(self) -> None:
-        """Builds the optimizer and schedule once, aside: a value they reject stops before any work."""
+        """Builds the optimizer and schedule once, aside: a value they reject stops before any work,
+        naming its key; a learning rate of 0, which trains nothing without a word, is warned of."""
         try:
             optimizer = self.make_optimizer(self.net.parameters())
         except (ValueError, TypeError) as error:
-            raise ValueError(f"model.optimizer: {error}") from error
-        if self.make_scheduler is None:
-            return
-        try:
-            scheduler = build_scheduler(self.make_scheduler, optimizer, horizon=100)
-        except (ValueError, TypeError) as error:
-            raise ValueError(f"model.scheduler: {str(error).removeprefix('model.scheduler: ')}") from error
+            name = named_argument(str(error), self.make_optimizer)
+            raise ValueError(f"model.optimizer{'.init_args.' + name if name else ''}: {error}") from error
+        scheduler = None
+        if self.make_scheduler is not None:
+            try:
+                scheduler = build_scheduler(self.make_scheduler, optimizer, horizon=100)
+            except (ValueError, TypeError) as error:
+                reason = str(error).removeprefix("model.scheduler: ")
+                raise ValueError(f"model.scheduler: {reason}") from error
         if isinstance(scheduler, ReduceLROnPlateau) and self.interval == "step":
             raise ValueError(
                 "model.interval: ReduceLROnPlateau waits for the monitored metric; set it to epoch"
+            )
+        # The rates the run starts from: its schedule's (OneCycleLR's own max_lr), else the optimizer's.
+        rates = getattr(scheduler, "base_lrs", None) or [group["lr"] for group in optimizer.param_groups]
+        if all(rate == 0 for rate in rates):
+            rank_zero_warn(
+                "model.optimizer.init_args.lr: 0 leaves the weights as they were initialised, so the run"
+                " trains nothing"
             )
 
     def configure_metrics(self, stage: str) -> MetricCollection:
@@ -93,6 +128,10 @@ class Task(L.LightningModule):
         return {"prediction": outputs}
 
     def forward(self, x: Tensor) -> Tensor:
+        # Inputs in the network's own precision (64-true: float64), as Lightning's loops convert batches;
+        # the model summary and the graph pass the data's example inputs unconverted.
+        if isinstance(x, Tensor) and x.is_floating_point() and x.dtype != self.dtype:
+            x = x.to(self.dtype)
         if torch.jit.is_tracing():  # TensorBoard's graph traces the plain network, compiled or not
             return self.net.forward(x)
         return self.net(x)
@@ -100,7 +139,12 @@ class Task(L.LightningModule):
     def shared_step(self, batch: Batch, stage: str) -> tuple[Tensor, Tensor]:
         x, targets = batch
         outputs = self(x)
-        loss = self.loss(outputs, targets)
+        try:
+            loss = self.loss(outputs, targets)
+        except ValueError as error:  # outputs that do not fit the task: the network's config, not a bug
+            if not names_a_setting(error):
+                raise
+            raise MisconfigurationException(str(error)) from error  # one line from train.py
         self.metrics[f"{stage}_"].update(outputs.detach(), targets)  # computed and logged once per epoch
         # Once per sample, so that the epoch's mean weighs samples, not batches: with
         # nan_strategy="disable", MeanMetric ignores a `weight` (torchmetrics issue #3434).
@@ -160,10 +204,16 @@ class Task(L.LightningModule):
         optimizer = self.make_optimizer(self.parameters())
         if self.make_scheduler is None:
             return optimizer
-        steps, epochs = int(self.trainer.estimated_stepping_batches), self.trainer.max_epochs or -1
-        scheduler = build_scheduler(
-            self.make_scheduler, optimizer, steps if self.interval == "step" else epochs
-        )
+        trainer, keyword = self.trainer, unset_horizon(self.make_scheduler)
+        horizon = trainer.estimated_stepping_batches if self.interval == "step" else trainer.max_epochs
+        if keyword is not None and horizon in (math.inf, -1):  # Lightning's "no end": max_epochs -1
+            also = " (or trainer.max_steps)" if self.interval == "step" else ""
+            raise MisconfigurationException(
+                f"trainer.max_epochs: {trainer.max_epochs} sets no end to the run, and the schedule takes"
+                f" its {keyword} from the run's length: set a finite trainer.max_epochs{also},"
+                f" model.scheduler.init_args.{keyword}, or --model.scheduler null for a constant rate"
+            )
+        scheduler = build_scheduler(self.make_scheduler, optimizer, int(horizon or -1) if keyword else 0)
         config: dict[str, Any] = {"scheduler": scheduler, "interval": self.interval}
         if isinstance(scheduler, ReduceLROnPlateau):
             config["monitor"] = self.monitor
