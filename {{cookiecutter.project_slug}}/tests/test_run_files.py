@@ -130,8 +130,9 @@ def test_any_logger_or_none(
 
     monkeypatch.setattr(Figure, "savefig", record_and_save)
     cli = run_cli("--config", "configs/debug/limit_batches.yaml", *SHORT, *logger)
-    # Without a logger the run's directory is default_root_dir; a CSVLogger has a version directory.
-    directory = Path(cli.trainer.logger.log_dir) if cli.trainer.logger else tmp_path
+    # Without a logger the run's directory is its version_N, as default_root_dir; a CSVLogger has its own.
+    directory = Path(cli.trainer.logger.log_dir) if cli.trainer.logger else tmp_path / "version_0"
+    assert Path(cli.trainer.log_dir) == directory
     assert all((directory / name).is_file() for name in RUN_FILES)
     rows = read_rows(directory)
     assert len(rows) == cli.trainer.current_epoch == 2
