@@ -225,7 +225,7 @@ def test_the_printed_command_works_from_any_directory_with_spaces_in_the_paths(t
     """Started elsewhere, into a directory whose name has a space: the hint's paths are absolute
     and quoted, so pasting it in another directory continues the run."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(PROJECT_ROOT / "tests")}
-    flags = ("--trainer.max_epochs", "10", *CONSTANT_LR, *TINY, "--trainer.enable_progress_bar", "false")
+    flags = ("--trainer.max_epochs", "10", *CONSTANT_LR, *TINY)
     stop = "--trainer.callbacks+=test_reproducibility.SigtermAtStep"
     command = [sys.executable, str(PROJECT_ROOT / "train.py"), "--trainer.default_root_dir", "my runs"]
     stopped = subprocess.run([*command, *flags, stop],

@@ -29,7 +29,7 @@ STEPS = 5
 SHORT = (
     "--trainer.max_epochs", "4", "--trainer.limit_train_batches", str(STEPS),
     "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2",
-    "--trainer.deterministic", "true", "--trainer.enable_progress_bar", "false",
+    "--trainer.deterministic", "true",
 )  # fmt: skip
 TESTS_PATH = os.pathsep.join(filter(None, [str(PROJECT_ROOT / "tests"), os.environ.get("PYTHONPATH")]))
 """For the processes these tests start: they load ``SignalPlan`` from this file."""
