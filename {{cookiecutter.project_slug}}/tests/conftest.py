@@ -52,12 +52,19 @@ def train(root: Path, *args: str) -> TrainCLI:
         return main(DEFAULT_CONFIG, args=[*command, *pinned, *args[len(command) :]])
 
 
-def run_train_py(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``python train.py ARGS`` in a new process; it can load callbacks defined in these tests."""
+def process_env() -> dict[str, str]:
+    """The environment of a ``train.py`` these tests start: it can load callbacks defined in these
+    tests, and still finds the package where this process found it (installed or on PYTHONPATH)."""
     path = os.pathsep.join(filter(None, [str(PROJECT_ROOT / "tests"), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+    return {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": path}
+
+
+def run_train_py(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python train.py ARGS`` in a new process."""
     command = [sys.executable, "train.py", *args]
-    return subprocess.run(command, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        command, cwd=PROJECT_ROOT, env=process_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 RunCLI = Callable[..., TrainCLI]

@@ -1,7 +1,6 @@
 """Every way a run ends leaves something usable: a checkpoint that resumes with the printed command,
 or a one-line refusal before any work that says what to do instead."""
 
-import os
 import shlex
 import shutil
 import subprocess
@@ -17,7 +16,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from {{ cookiecutter.package_name }}.engine.run_identity import find_last
 from {{ cookiecutter.package_name }}.engine.sizes import class_of
 
-from conftest import CONSTANT_LR, DEFAULT_CONFIG, PROJECT_ROOT, QUICK_MODEL, TINY_RUN, train
+from conftest import CONSTANT_LR, DEFAULT_CONFIG, PROJECT_ROOT, QUICK_MODEL, TINY_RUN, process_env, train
 
 TASK = class_of(yaml.safe_load(DEFAULT_CONFIG.read_text())["model"]["class_path"])
 """The LightningModule that the default config trains: the tests stop a run inside its steps."""
@@ -224,7 +223,7 @@ def test_a_run_that_stopped_early_stays_stopped_when_resumed_or_requeued(tmp_pat
 def test_the_printed_command_works_from_any_directory_with_spaces_in_the_paths(tmp_path: Path) -> None:
     """Started elsewhere, into a directory whose name has a space: the hint's paths are absolute
     and quoted, so pasting it in another directory continues the run."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(PROJECT_ROOT / "tests")}
+    env = process_env()
     flags = ("--trainer.max_epochs", "10", *CONSTANT_LR, *TINY)
     stop = "--trainer.callbacks+=test_reproducibility.SigtermAtStep"
     command = [sys.executable, str(PROJECT_ROOT / "train.py"), "--trainer.default_root_dir", "my runs"]

@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import Callback
 
 from {{ cookiecutter.package_name }}.engine.run_identity import restart_count
 
-from conftest import PROJECT_ROOT, RunCLI, run_train_py
+from conftest import PROJECT_ROOT, RunCLI, process_env, run_train_py
 
 STEPS = 5
 SHORT = (
@@ -31,8 +31,6 @@ SHORT = (
     "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2",
     "--trainer.deterministic", "true",
 )  # fmt: skip
-TESTS_PATH = os.pathsep.join(filter(None, [str(PROJECT_ROOT / "tests"), os.environ.get("PYTHONPATH")]))
-"""For the processes these tests start: they load ``SignalPlan`` from this file."""
 PLAN = "SIGNAL_PLAN"
 """``restart=phase`` pairs, ``;``-separated: where each start of the job receives its signal."""
 
@@ -90,10 +88,7 @@ def slurm(tmp_path: Path) -> dict[str, str]:
 
 def run_job(env: dict[str, str], root: Path, plan: str, restart: int) -> subprocess.CompletedProcess[str]:
     """``sbatch scripts/slurm.sh FLAGS`` as SLURM starts it for the ``restart``-th time."""
-    started = {
-        **os.environ, **env, PLAN: plan, "SLURM_RESTART_COUNT": str(restart), "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": TESTS_PATH,
-    }  # fmt: skip
+    started = {**process_env(), **env, PLAN: plan, "SLURM_RESTART_COUNT": str(restart)}
     if restart == 0:
         del started["SLURM_RESTART_COUNT"]
     flags = ["--trainer.default_root_dir", str(root), *SHORT, f"--trainer.callbacks+={__name__}.SignalPlan"]
@@ -156,13 +151,7 @@ def test_ckpt_path_last_with_nothing_to_resume_starts_a_new_run_and_says_so(tmp_
 
 def test_torchrun_elastic_restarts_continue_the_run(tmp_path: Path) -> None:
     """A worker stopped by SIGTERM exits 143; torchrun starts it again and it continues its run."""
-    env = {
-        **os.environ,
-        PLAN: "0=train:7",
-        "SIGNAL": "TERM",
-        "PYTHONUNBUFFERED": "1",
-        "PYTHONPATH": TESTS_PATH,
-    }
+    env = {**process_env(), PLAN: "0=train:7", "SIGNAL": "TERM"}
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
         "--max-restarts", "1", "train.py", "--trainer.default_root_dir", str(tmp_path), *SHORT,
