@@ -14,7 +14,7 @@ from torchmetrics import MetricCollection
 
 from {{ cookiecutter.package_name }}.engine.cli import TrainCLI
 from {{ cookiecutter.package_name }}.engine.non_finite import StopOnNonFiniteLoss
-from {{ cookiecutter.package_name }}.engine.sizes import SIZES, class_of, takes
+from {{ cookiecutter.package_name }}.engine.sizes import SIZES, class_of, load_module, takes
 from {{ cookiecutter.package_name }}.tasks.base import Task
 from {{ cookiecutter.package_name }}.tasks.schedules import CosineAnnealingLR
 
@@ -120,6 +120,38 @@ def test_the_network_optimizer_and_schedule_are_chosen_by_class_path(run_cli: Ru
     (config,) = cli.trainer.lr_scheduler_configs
     assert isinstance(config.scheduler, CosineAnnealingLR)
     assert config.scheduler.T_max == cli.trainer.estimated_stepping_batches == 2
+
+
+DEFAULT_DATA = class_of(DEFAULT["data"]["class_path"])(**DEFAULT["data"].get("init_args", {}))
+OUTPUTS = getattr(DEFAULT_DATA, "num_classes", None) or getattr(DEFAULT_DATA, "num_outputs", 1)
+"""What the default task expects a network to output, written into the networks below."""
+
+
+class NoArgumentNet(torch.nn.Module):
+    """A network of a user's own that takes no argument: its sizes are written in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(OUTPUTS))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+class OwnArgumentNet(NoArgumentNet):
+    """A network that takes an argument of its own, and none of the sizes the data declares."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        super().__init__()
+        self.scale = scale
+
+
+@pytest.mark.parametrize("net", [NoArgumentNet, OwnArgumentNet])
+def test_a_network_that_takes_no_size_trains_and_its_checkpoint_reloads(run_cli: RunCLI, net: type) -> None:
+    cli = run_cli("--model.net", f"{__name__}.{net.__name__}", *SHORT_FIT[1:])
+    assert type(cli.model.net) is net and cli.trainer.state.finished
+    reloaded = load_module(cli.trainer.checkpoint_callback.best_model_path)
+    assert type(reloaded.net) is net
 
 
 def test_automatic_choices_can_be_overridden(run_cli: RunCLI) -> None:

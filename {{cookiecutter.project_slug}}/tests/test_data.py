@@ -10,10 +10,10 @@ import pytest
 import torch
 import yaml
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset
 
 from {{ cookiecutter.package_name }}.data.digits import DigitsDataModule, ImageDataset
-from {{ cookiecutter.package_name }}.engine.datamodule import SeededDataModule, check_fractions, split_indices
+from {{ cookiecutter.package_name }}.engine.datamodule import SeededDataModule
 from {{ cookiecutter.package_name }}.engine.sizes import class_of
 
 from conftest import DEFAULT_CONFIG, INPUT_SHAPE, SPLIT_SIZES
@@ -22,15 +22,14 @@ from conftest import DEFAULT_CONFIG, INPUT_SHAPE, SPLIT_SIZES
 
 
 class RandomProbe(Dataset[Tensor]):
-    """Returns the worker and the index of each item, and what torch, NumPy and `random` draw there."""
+    """Returns the index of each item and what torch, NumPy and `random` draw there."""
 
     def __len__(self) -> int:
         return 8
 
     def __getitem__(self, index: int) -> Tensor:
-        worker = torch.utils.data.get_worker_info()
         draws = [torch.rand(()).item(), float(np.random.rand()), random.random()]
-        return torch.tensor([worker.id, index, *draws], dtype=torch.float64)
+        return torch.tensor([index, *draws], dtype=torch.float64)
 
 
 class ProbeData(SeededDataModule):
@@ -40,100 +39,64 @@ class ProbeData(SeededDataModule):
         self.splits["train"] = RandomProbe()
 
 
-def probe_loader(seed: int) -> DataLoader:
+def probe_loader(seed: int, num_workers: int = 2, resume: dict[str, int] | None = None) -> DataLoader:
     L.seed_everything(seed, workers=True)
-    datamodule = ProbeData(batch_size=2, num_workers=2)
+    datamodule = ProbeData(batch_size=2, num_workers=num_workers)
+    if resume:
+        datamodule.load_state_dict(resume)  # what Lightning does from the checkpoint
     datamodule.setup()
     return datamodule.train_dataloader()
 
 
-def epoch_of(loader: DataLoader, epoch: int) -> tuple[Tensor, dict[int, Tensor]]:
-    """The order of the items, and the draws of each worker, in ``epoch``."""
-    loader.sampler.set_epoch(epoch)  # what Lightning does before every epoch
-    rows = torch.cat(list(loader))
-    return rows[:, 1], {worker: rows[rows[:, 0] == worker, 2:] for worker in (0, 1)}
+def epoch_of(loader: DataLoader, epoch: int | None = None) -> tuple[Tensor, Tensor]:
+    """The order of the items in ``epoch``, and what each batch drew (one row per batch)."""
+    if epoch is not None:
+        loader.sampler.set_epoch(epoch)  # what Lightning does before every epoch
+    batches = list(loader)
+    return torch.cat(batches)[:, 0], torch.stack([batch[0, 1:] for batch in batches])
 
 
-def test_split_indices_are_disjoint_complete_and_a_function_of_their_seed_alone() -> None:
-    count = sum(SPLIT_SIZES.values())
-    indices = split_indices(count, val_fraction=0.15, test_fraction=0.15, seed=0)
-    everything = torch.cat(list(indices.values()))
-    assert torch.equal(everything.sort().values, torch.arange(count))
-    assert {name: len(part) for name, part in indices.items()} == {
-        "val": round(0.15 * count), "test": round(0.15 * count), "train": count - 2 * round(0.15 * count)
-    }  # fmt: skip
-    L.seed_everything(1)
-    again = split_indices(count, val_fraction=0.15, test_fraction=0.15, seed=0)
-    assert all(torch.equal(indices[name], again[name]) for name in indices)  # not the global seed
-    other = split_indices(count, val_fraction=0.15, test_fraction=0.15, seed=1)
-    assert not torch.equal(indices["test"], other["test"])
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "key"),
-    [({"batch_size": 0}, "data.batch_size"), ({"num_workers": -1}, "data.num_workers")],
-)
-def test_bad_loader_arguments_name_the_key(kwargs: dict[str, int], key: str) -> None:
-    with pytest.raises(ValueError, match=key):
-        ProbeData(**kwargs)
-
-
-@pytest.mark.parametrize(("val", "test"), [(0.6, 0.5), (0.0, 0.2), (0.2, -0.1)])
-def test_held_out_shares_that_leave_nothing_to_train_on_name_the_keys(val: float, test: float) -> None:
-    with pytest.raises(ValueError, match=r"data\.val_fraction and data\.test_fraction"):
-        check_fractions(val, test)
-
-
-def test_a_split_that_setup_did_not_make_is_named() -> None:
-    datamodule = ProbeData()
-    datamodule.setup()
-    made = r"ProbeData\.setup\(\) made no 'val' split \(it made \['train'\]\)"
-    with pytest.raises(RuntimeError, match=made):
-        datamodule.val_dataloader()
-
-
-def test_example_inputs_are_the_first_validation_inputs() -> None:
-    class Table(SeededDataModule):
-        def setup(self, stage: str | None = None) -> None:
-            self.splits["val"] = TensorDataset(torch.arange(40.0).view(20, 2), torch.zeros(20))
-
-    datamodule = Table()
-    assert datamodule.example_input_array is None  # before setup
-    datamodule.setup()
-    assert torch.equal(datamodule.example_input_array, torch.arange(32.0).view(16, 2))
-
-
-def test_workers_draw_distinct_streams_that_repeat_with_the_seed() -> None:
-    _, first = epoch_of(probe_loader(7), 0)
-    _, again = epoch_of(probe_loader(7), 0)
-    _, other = epoch_of(probe_loader(8), 0)
-    for library in range(3):  # torch, NumPy, random: no two workers share a stream
-        assert not torch.equal(first[0][:, library], first[1][:, library])
-    for worker in (0, 1):
-        assert torch.equal(first[worker], again[worker])
-        assert not torch.equal(first[worker], other[worker])
+def test_each_batch_draws_from_its_own_seed_whichever_worker_loads_it() -> None:
+    order, draws = epoch_of(probe_loader(7), 0)
+    in_process_order, in_process = epoch_of(probe_loader(7, num_workers=0), 0)
+    assert torch.equal(order, in_process_order) and torch.equal(draws, in_process)
+    for library in range(3):  # torch, NumPy, random: no two batches share their draws
+        assert len(set(draws[:, library].tolist())) == len(draws)
+    assert torch.equal(draws, epoch_of(probe_loader(7), 0)[1])
+    assert not torch.equal(draws, epoch_of(probe_loader(8), 0)[1])
 
 
 def test_order_and_draws_are_new_each_epoch_and_depend_on_seed_and_epoch_only() -> None:
     loader = probe_loader(7)
     order_0, draws_0 = epoch_of(loader, 0)
     order_1, draws_1 = epoch_of(loader, 1)
-    assert not torch.equal(order_0, order_1)
-    assert all(not torch.equal(draws_0[worker], draws_1[worker]) for worker in (0, 1))
+    assert not torch.equal(order_0, order_1) and not torch.equal(draws_0, draws_1)
     # A loader that starts at epoch 1, as in a resumed run, shuffles and draws the same.
     resumed_order, resumed_draws = epoch_of(probe_loader(7), 1)
-    assert torch.equal(resumed_order, order_1)
-    assert all(torch.equal(resumed_draws[worker], draws_1[worker]) for worker in (0, 1))
+    assert torch.equal(resumed_order, order_1) and torch.equal(resumed_draws, draws_1)
 
 
-def test_a_resumed_data_module_starts_with_the_epoch_its_checkpoint_names() -> None:
-    L.seed_everything(7, workers=True)
-    resumed = ProbeData(batch_size=2, num_workers=2)
-    resumed.load_state_dict({"next_epoch": 1})  # what Lightning does from the checkpoint
-    resumed.setup()
-    first_batches = torch.cat(list(resumed.train_dataloader()))[:, 1]  # before any set_epoch call
-    order_1, _ = epoch_of(probe_loader(7), 1)
-    assert torch.equal(first_batches, order_1)
+@pytest.mark.parametrize("next_batch", [0, 3])
+def test_a_resumed_data_module_starts_with_the_batch_its_checkpoint_names(next_batch: int) -> None:
+    uninterrupted = probe_loader(7)
+    epoch_of(uninterrupted, 0)
+    order_1, draws_1 = epoch_of(uninterrupted, 1)
+    order_2, draws_2 = epoch_of(uninterrupted, 2)
+    resumed = probe_loader(7, resume={"next_epoch": 1, "next_batch": next_batch})
+    first_order, first_draws = epoch_of(resumed)  # before any set_epoch call, as Lightning starts
+    assert torch.equal(first_order, order_1[2 * next_batch :]) and torch.equal(
+        first_draws, draws_1[next_batch:]
+    )
+    next_order, next_draws = epoch_of(resumed, 2)  # the next epoch is whole
+    assert torch.equal(next_order, order_2) and torch.equal(next_draws, draws_2)
+
+
+def test_loading_training_batches_leaves_the_callers_random_streams_as_they_were() -> None:
+    loader = probe_loader(7, num_workers=0)
+    before = torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
+    epoch_of(loader, 0)
+    assert torch.equal(torch.get_rng_state(), before[0])
+    assert np.array_equal(np.random.get_state()[1], before[1]) and random.getstate() == before[2]
 
 
 # --- The default config's DataModule: the facts conftest states about it -------------------------
@@ -222,15 +185,15 @@ def test_bad_digits_arguments_name_the_key(kwargs: dict[str, object], key: str) 
         DigitsDataModule(**kwargs)
 
 
-def test_digits_augmentations_differ_between_workers_and_repeat_with_the_seed() -> None:
-    def shifted_copies(seed: int) -> Tensor:
+def test_digits_augmentations_differ_between_batches_and_repeat_with_the_seed() -> None:
+    def shifted_copies(seed: int, num_workers: int = 2) -> Tensor:
         L.seed_everything(seed, workers=True)
-        datamodule = digits(batch_size=4, num_workers=2)
+        datamodule = digits(batch_size=4, num_workers=num_workers)
         one_image = datamodule.splits["train"].images[:1].expand(16, -1, -1, -1)
         datamodule.splits["train"] = ImageDataset(one_image, torch.zeros(16, dtype=torch.long), augment=True)
         return torch.cat([images for images, _ in datamodule.train_dataloader()])
 
-    first, again = shifted_copies(3), shifted_copies(3)
-    assert torch.equal(first, again)
-    # Batches alternate between the two workers; their copies of the same image are shifted differently.
+    first = shifted_copies(3)
+    assert torch.equal(first, shifted_copies(3)) and torch.equal(first, shifted_copies(3, num_workers=0))
+    # Each batch draws its own shifts of the same image.
     assert not torch.equal(first[0:4], first[4:8])

@@ -43,7 +43,13 @@ def test_each_process_gets_its_own_share_of_every_epoch() -> None:
     datamodule.setup("fit")
     train_split = datamodule.splits["train"]
     assert len(train_split) == SPLIT_SIZES["train"]
-    shares = [list(EpochSeededSampler(train_split, seed=3, num_replicas=2, rank=rank)) for rank in (0, 1)]
+    shares = [
+        [
+            index
+            for index, _ in EpochSeededSampler(train_split, seed=3, batch_size=8, num_replicas=2, rank=rank)
+        ]
+        for rank in (0, 1)
+    ]
     assert len(shares[0]) == len(shares[1]) == (len(train_split) + 1) // 2
     assert set(shares[0]) | set(shares[1]) == set(range(len(train_split)))
     assert len(set(shares[0]) & set(shares[1])) <= 1  # one index repeats to even out an odd count

@@ -224,7 +224,8 @@ def test_the_printed_command_works_from_any_directory_with_spaces_in_the_paths(t
     """Started elsewhere, into a directory whose name has a space: the hint's paths are absolute
     and quoted, so pasting it in another directory continues the run."""
     env = process_env()
-    flags = ("--trainer.max_epochs", "10", *CONSTANT_LR, *TINY)
+    # Epochs of 4 steps: the SIGTERM at step 15 comes before early stopping could end the run.
+    flags = ("--trainer.max_epochs", "10", *CONSTANT_LR, *TINY, "--trainer.limit_train_batches", "4")
     stop = "--trainer.callbacks+=test_reproducibility.SigtermAtStep"
     command = [sys.executable, str(PROJECT_ROOT / "train.py"), "--trainer.default_root_dir", "my runs"]
     stopped = subprocess.run([*command, *flags, stop],

@@ -227,5 +227,5 @@ def test_a_plain_data_module_is_named_once_with_the_guarantees_it_lacks(tmp_path
     assert cli.trainer.state.finished and cli.model.num_classes == 3  # named, not refused
     said = [str(warning.message) for warning in warned if "is not a SeededDataModule" in str(warning.message)]
     assert len(said) == 1 and said[0].startswith("PlainData is not a SeededDataModule")
-    assert "workers are not seeded per (seed, epoch)" in said[0]
+    assert "batches are not seeded per (seed, epoch, batch)" in said[0]
     assert "a resumed run does not continue its data order exactly" in said[0]

@@ -93,9 +93,17 @@ def test_a_resumed_run_ends_with_the_weights_of_one_that_never_stopped(
     assert identical(last_weights(resumed), last_weights(whole))
 
 
-def test_ctrl_c_leaves_a_checkpoint_that_resumes_and_finishes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("loading", ["in process", "2 workers", "2 persistent workers"])
+def test_ctrl_c_mid_epoch_leaves_a_checkpoint_that_resumes_to_the_weights_of_a_run_that_never_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], loading: str
 ) -> None:
+    workers = "0" if loading == "in process" else "2"
+    persistent = str(loading.endswith("persistent workers")).lower()
+    args = (
+        "--trainer.max_epochs", "3", *EXACT,
+        "--data.num_workers", workers, "--data.persistent_workers", persistent,
+    )  # fmt: skip
+    whole = train(tmp_path / "whole", *args)
     training_step = TASK.training_step
 
     def interrupted_mid_epoch(self: L.LightningModule, batch: object, batch_idx: int) -> torch.Tensor:
@@ -105,16 +113,19 @@ def test_ctrl_c_leaves_a_checkpoint_that_resumes_and_finishes(
 
     monkeypatch.setattr(TASK, "training_step", interrupted_mid_epoch)
     with pytest.raises(SystemExit) as exit_info:
-        train(tmp_path, "--trainer.max_epochs", "3", *EXACT)
+        train(tmp_path / "split", *args)
     monkeypatch.undo()
     assert exit_info.value.code != 0
-    saved = tmp_path / "version_0" / "checkpoints" / "interrupted.ckpt"
+    saved = tmp_path / "split" / "version_0" / "checkpoints" / "interrupted.ckpt"
     assert f"Ctrl-C: stopped at epoch 1, step {STEPS_PER_EPOCH + 2}. Saved {saved}" in capsys.readouterr().err
     assert torch.load(saved, weights_only=True)["global_step"] == STEPS_PER_EPOCH + 2
     # `last` picks the interrupt checkpoint: it is newer than last.ckpt of epoch 0.
-    resumed = train(tmp_path, "--trainer.max_epochs", "3", "--ckpt_path", "last", *EXACT)
+    resumed = train(tmp_path / "split", *args, "--ckpt_path", "last")
     assert resumed.config.ckpt_path == str(saved)
     assert resumed.trainer.current_epoch == 3 and resumed.trainer.state.finished
+    # The rest of epoch 1, neither replayed nor skipped: the same batches, augmentations and dropout.
+    assert resumed.trainer.global_step == whole.trainer.global_step == 3 * STEPS_PER_EPOCH
+    assert identical(last_weights(resumed), last_weights(whole))
 
 
 SIGTERM_EPOCH_STEPS = ("--trainer.limit_train_batches", "10")

@@ -25,6 +25,7 @@ import pytest
 import torch
 from PIL import Image  # tensorboard's own dependency; add_image needs it too
 from tensorboard.summary.writer.event_file_writer import EventFileWriter
+from tensorboard.summary.writer.record_writer import RecordWriter
 
 from {{ cookiecutter.package_name }}.engine import dashboards
 from {{ cookiecutter.package_name }}.engine.callbacks import model_checkpoint
@@ -215,18 +216,25 @@ def test_tensorboard_serves_the_hparams_with_the_final_metrics(run: TrainCLI, te
     assert best_score == pytest.approx(better(value for _, value in fetch_scalars(tensorboard, monitored)))
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")  # a traceback printed
+@pytest.mark.parametrize(
+    "writer", [(EventFileWriter, "add_event"), (RecordWriter, "write")], ids=["queued", "in its thread"]
+)
 @pytest.mark.parametrize("checkpoints_before", [0, 1], ids=["at the start", "after a checkpoint"])
 def test_a_full_disk_stops_the_run_with_one_line_naming_the_file_and_keeps_the_checkpoints(
-    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, checkpoints_before: int
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch, checkpoints_before: int, writer: tuple[type, str]
 ) -> None:
-    original = EventFileWriter.add_event
+    """Whether the write fails as it is queued or in TensorBoard's writing thread (which raises it
+    again in the run's next write)."""
+    owner, name = writer
+    original = getattr(owner, name)
 
-    def add_event(self: EventFileWriter, event: Any) -> None:
+    def full_disk(self: object, *args: Any) -> None:
         if len(list(tmp_path.rglob("*.ckpt"))) >= checkpoints_before:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        original(self, event)
+        original(self, *args)
 
-    monkeypatch.setattr(EventFileWriter, "add_event", add_event)
+    monkeypatch.setattr(owner, name, full_disk)
     with pytest.raises(SystemExit) as exit_info:
         train(tmp_path, "--trainer.max_epochs", "3", "--trainer.limit_train_batches", "2", *TINY_RUN)
     assert exit_info.value.code == 1

@@ -11,7 +11,7 @@ from {{ cookiecutter.package_name }}.engine.datamodule import SeededDataModule, 
 def random_shift(image: Tensor, max_shift: int = 1) -> Tensor:
     """Translate ``image`` (C, H, W) by up to ``max_shift`` pixels, filling with zeros.
 
-    Drawn from torch's global RNG, so inside a DataLoader worker it follows the worker's seed.
+    Drawn from torch's global RNG, which the loader seeds for each batch (engine/datamodule.py).
     Kept at module level so that spawned workers (Windows, macOS) can pickle it.
     """
     height, width = image.shape[-2:]

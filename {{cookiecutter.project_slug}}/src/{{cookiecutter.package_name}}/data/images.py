@@ -39,8 +39,7 @@ def checked_image(path: Path) -> tuple[str, tuple[int, int]]:
 
 def random_flip(image: Tensor) -> Tensor:
     """Mirror ``image`` (C, H, W) left to right with probability 1/2, from torch's global RNG
-    (the worker's seed inside a DataLoader worker); at module level so that spawned workers can
-    pickle it."""
+    (seeded per batch by the loader); at module level so that spawned workers can pickle it."""
     return image.flip(-1) if torch.rand(()) < 0.5 else image
 
 

@@ -43,7 +43,7 @@ from {{ cookiecutter.package_name }}.engine.non_finite import (
 )
 from {{ cookiecutter.package_name }}.engine.predict import evaluate_checkpoint, predict_to_csv
 from {{ cookiecutter.package_name }}.engine.short_help import short_help
-from {{ cookiecutter.package_name }}.engine.train_cli import COMMANDS, ModelWithoutNetError, TrainCLI
+from {{ cookiecutter.package_name }}.engine.train_cli import COMMANDS, NoSizesForNetError, TrainCLI
 
 __all__ = ["COMMANDS", "TrainCLI", "main"]
 
@@ -191,7 +191,7 @@ def main(default_config: Path, args: list[str] | None = None, callbacks: Sequenc
         raise SystemExit(0)
     try:
         cli = build_cli(default_config, argv, command, args is not None, callbacks, net_links=True)
-    except ModelWithoutNetError:  # a module of its own, without `net`: nothing to pass sizes to there
+    except NoSizesForNetError:  # no `net`, or one that takes no size: nothing to pass sizes to
         cli = build_cli(default_config, argv, command, args is not None, callbacks, net_links=False)
     trainer = cli.trainer
     report(

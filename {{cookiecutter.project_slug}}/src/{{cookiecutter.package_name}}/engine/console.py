@@ -5,9 +5,11 @@ summary callback is already configured) and warnings about code outside this pro
 cannot act on are left out; everything else Lightning says still shows.
 """
 
+import errno
 import logging
+import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from torch import Tensor
 
@@ -33,6 +35,9 @@ IGNORED_WARNINGS = (
     # The tasks log epoch values that torchmetrics already reduced over the processes (tasks/base.py);
     # Lightning, which reads them after the hook, advises sync_dist, which would reduce them again.
     r"It is recommended to use `self\.log\('(train|val|test)/",
+    # A SeededDataModule resumes mid-epoch itself, from its own state in the checkpoint; a plain
+    # LightningDataModule gets a warning of train_cli.py's instead.
+    r"You're resuming from a checkpoint that ended before the epoch ended",
     # cli.main hands LightningCLI the command line without its subcommand, on purpose.
     r"LightningCLI's args parameter is intended to run from within Python",
 )
@@ -43,8 +48,23 @@ class DropChatter(logging.Filter):
         return not str(record.msg).startswith(CHATTER)
 
 
+class FullDiskInWriterThread:
+    """TensorBoard's writing thread fails on a full disk, and the run's next write raises the same
+    error, which ``main`` reports in one line; the thread's own traceback would bury that line."""
+
+    def __init__(self, previous: Callable[[threading.ExceptHookArgs], object]) -> None:
+        self.previous = previous
+
+    def __call__(self, args: threading.ExceptHookArgs) -> None:
+        full_disk = isinstance(args.exc_value, OSError) and args.exc_value.errno == errno.ENOSPC
+        if not (full_disk and type(args.thread).__module__.startswith("tensorboard.")):
+            self.previous(args)
+
+
 def quiet_start_up() -> None:
     """Installs the filters; calling it again adds nothing (tune.py runs many trials in one process)."""
+    if not isinstance(threading.excepthook, FullDiskInWriterThread):
+        threading.excepthook = FullDiskInWriterThread(threading.excepthook)
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logger = logging.getLogger(name)
         if not any(isinstance(existing, DropChatter) for existing in logger.filters):

@@ -13,7 +13,9 @@ A plain ``LightningDataModule`` works too; the CLI names the guarantees it lacks
 """
 
 import os
+import random
 import warnings
+from collections.abc import Iterator
 
 import lightning as L
 import numpy as np
@@ -28,26 +30,61 @@ EXAMPLE_INPUTS = 16
 
 
 class EpochSeededSampler(DistributedSampler):
-    """Shuffles this process's share of the data in an order that depends only on (seed, epoch).
+    """Shuffles this process's share of the data in an order that depends only on (seed, epoch),
+    and gives each batch a seed of its own, (seed, epoch, batch), for its random draws.
 
-    Lightning calls ``set_epoch`` before every epoch. The same call re-seeds ``generator``, which
-    the DataLoader uses to seed its workers, so the random augmentations also depend only on
-    (seed, epoch, worker, rank): a run resumed at an epoch boundary draws exactly what a run that
-    never stopped would have drawn, and no epoch repeats the draws of another. Being a
-    ``DistributedSampler`` with the Trainer's world size and rank, it also shards the data under
-    DDP, and Lightning leaves it in place.
+    Lightning calls ``set_epoch`` before every epoch. A DataLoader seeds its workers, not its
+    batches: a worker's random stream runs on from batch to batch, so the draws of a batch would
+    depend on which worker loaded it and on what it loaded before. Seeded by batch, a run resumed
+    mid-epoch (``skip`` batches done) draws what a run that never stopped draws, whatever the
+    number of workers. Being a ``DistributedSampler`` with the Trainer's world size and rank, it
+    also shards the data under DDP, and Lightning leaves it in place.
     """
 
-    def __init__(self, dataset: Dataset, seed: int, num_replicas: int = 1, rank: int = 0) -> None:
+    def __init__(
+        self, dataset: Dataset, seed: int, batch_size: int, num_replicas: int = 1, rank: int = 0
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
-        self.generator = torch.Generator()
-        self.set_epoch(0)
+        self.batch_size = batch_size
+        self.skip = 0  # batches of the first epoch that a resumed run has already trained on
 
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        # SeedSequence mixes the two numbers, so (seed 1, epoch 0) and (seed 0, epoch 1) differ.
-        workers_seed = np.random.SeedSequence([self.seed, epoch]).generate_state(1, np.uint64)[0]
-        self.generator.manual_seed(int(workers_seed))
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        order = list(super().__iter__())
+        skip, self.skip = self.skip, 0
+        for position in range(skip * self.batch_size, len(order)):
+            batch = position // self.batch_size
+            # SeedSequence mixes the numbers, so (seed 1, epoch 0) and (seed 0, epoch 1) differ.
+            seed = np.random.SeedSequence([self.seed, self.epoch, batch]).generate_state(1)[0]
+            yield order[position], int(seed)
+
+
+class BatchSeeded(Dataset):
+    """Loads the ``(index, seed)`` items of an ``EpochSeededSampler``: each batch draws its random
+    augmentations from its own seed, and the caller's random streams are left as they were."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: tuple[int, int] | int) -> object:
+        return self.__getitems__([item])[0]
+
+    def __getitems__(self, items: list[tuple[int, int]] | list[int]) -> list[object]:
+        if not isinstance(items[0], tuple):  # Lightning's own sampler (`overfit_batches`): no seeds
+            return [self.dataset[index] for index in items]
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=[]):
+            seed = items[0][1]
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            random.seed(seed)
+            try:
+                return [self.dataset[index] for index, _ in items]
+            finally:
+                random.setstate(python_state)
+                np.random.set_state(numpy_state)
 
 
 class SeededDataModule(L.LightningDataModule):
@@ -58,11 +95,8 @@ class SeededDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes; each gets its own reproducible seed. 0 loads in
             the training process, which suits data that sits in memory; raise it for data that is
             read and decoded from disk.
-        persistent_workers: Keep workers alive between epochs. Off by default: workers started
-            afresh each epoch are seeded from (seed, epoch), so a resumed run draws the same
-            augmentations as one that never stopped; persistent workers carry their random
-            streams over from epoch to epoch, which a checkpoint cannot capture. Turn it on when
-            worker start-up is slow and exact resume does not matter.
+        persistent_workers: Keep workers alive between epochs: quicker epochs where worker start-up
+            is slow. Either way each batch draws from its own seed, so resume stays exact.
     """
 
     def __init__(self, batch_size: int = 64, num_workers: int = 0, persistent_workers: bool = False) -> None:
@@ -84,6 +118,7 @@ class SeededDataModule(L.LightningDataModule):
                 f" {cores} or fewer usually load as fast"
             )
         self.first_epoch = 0  # of this process's training; set from the checkpoint on resume
+        self.first_batch = 0  # of that epoch: the batches a resumed run has already trained on
         self.splits: dict[str, Dataset] = {}
 
     @property
@@ -118,14 +153,16 @@ class SeededDataModule(L.LightningDataModule):
         if shuffle:
             trainer = self.trainer
             world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-            sampler = EpochSeededSampler(dataset, seed, num_replicas=world_size, rank=rank)
+            sampler = EpochSeededSampler(dataset, seed, self.batch_size, num_replicas=world_size, rank=rank)
             # Lightning starts drawing batches before its first `set_epoch` call: without this a
             # resumed run would replay the draws of epoch 0.
             sampler.set_epoch(self.first_epoch)
-            generator = sampler.generator
+            sampler.skip, self.first_batch = self.first_batch, 0
+            dataset = BatchSeeded(dataset)
         else:
-            # Evaluation draws nothing at random; its own generator keeps it off the global one.
-            sampler, generator = None, torch.Generator().manual_seed(seed)
+            sampler = None
+        # Worker seeds come from here; evaluation's own generator keeps them off the global one.
+        generator = torch.Generator().manual_seed(seed)
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -145,13 +182,21 @@ class SeededDataModule(L.LightningDataModule):
         return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def state_dict(self) -> dict[str, int]:
-        """Saved in every checkpoint: the epoch that a run resumed from it starts with."""
+        """Saved in every checkpoint: the epoch, and the batch in it, that a resumed run starts with."""
         trainer = self.trainer
+        if trainer is None:
+            return {"next_epoch": 0, "next_batch": 0}
         # The counter Lightning passes to `set_epoch`; it already counts an epoch that ended.
-        return {"next_epoch": trainer.fit_loop.epoch_progress.current.processed if trainer is not None else 0}
+        loop = trainer.fit_loop
+        done = loop.epoch_loop.batch_progress.current.processed
+        return {
+            "next_epoch": loop.epoch_progress.current.processed,
+            "next_batch": done if done < trainer.num_training_batches else 0,
+        }
 
     def load_state_dict(self, state_dict: dict[str, int]) -> None:
         self.first_epoch = state_dict["next_epoch"]
+        self.first_batch = state_dict.get("next_batch", 0)
 
 
 def split_indices(count: int, val_fraction: float, test_fraction: float, seed: int) -> dict[str, Tensor]:

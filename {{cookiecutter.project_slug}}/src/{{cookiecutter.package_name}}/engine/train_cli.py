@@ -11,6 +11,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
+from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import (
     EarlyStopping,
@@ -46,11 +47,12 @@ from {{ cookiecutter.package_name }}.engine.run_identity import (
     restart_point,
     unused,
 )
-from {{ cookiecutter.package_name }}.engine.sizes import SIZES, class_of, record_model_config, size_for
+from {{ cookiecutter.package_name }}.engine.sizes import SIZES, class_of, record_model_config, size_for, takes
 
 
-class ModelWithoutNetError(Exception):
-    """The model takes no ``net``: the CLI is built again without the links into one (see ``main``)."""
+class NoSizesForNetError(Exception):
+    """The model takes no ``net``, or one that takes no size: the CLI is built again without the
+    links into it (see ``main``), since Lightning records a linked value only where a key exists."""
 
 
 def checkpoint_filename(monitor: str) -> str:
@@ -152,8 +154,10 @@ class TrainCLI(LightningCLI):
         super().parse_arguments(parser, args)
 
     def before_instantiate_classes(self) -> None:
-        if self.net_links and "net" not in self.config.model.get("init_args", {}):
-            raise ModelWithoutNetError
+        net = self.config.model.get("init_args", {}).get("net")
+        takes_sizes = isinstance(net, Namespace) and any(takes(class_of(net.class_path), s) for s in SIZES)
+        if self.net_links and not takes_sizes:
+            raise NoSizesForNetError
         trainer = self.config.trainer
         ckpt_path = self.config.ckpt_path
         predict_path = self.config.predict_path
@@ -248,8 +252,8 @@ class TrainCLI(LightningCLI):
                 self.parser.error(misfit)
         if not isinstance(self.datamodule, SeededDataModule):
             rank_zero_warn(
-                f"{type(self.datamodule).__name__} is not a SeededDataModule: its DataLoader workers are not"
-                " seeded per (seed, epoch), and a resumed run does not continue its data order exactly",
+                f"{type(self.datamodule).__name__} is not a SeededDataModule: its batches are not seeded per"
+                " (seed, epoch, batch), and a resumed run does not continue its data order exactly",
             )
         if self.in_process and launches_this_command_again(self.trainer):
             self.parser.error(
