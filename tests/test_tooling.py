@@ -240,10 +240,12 @@ def test_cruft_diff_does_not_print_the_next_steps_again(tmp_path: Path) -> None:
     assert "Next steps" not in diff.stdout + diff.stderr
 
 
-# Each command of the READMEs and of the next steps is run by a test; these are not, each for a reason.
+# Each command of the READMEs, of the generated docs/ pages, of the Makefile's comments and of the next
+# steps is run by a test; these are not, each for a reason. `make TARGET` counts as what it runs.
 NOT_RUN = {
     "python3 -m venv .venv": "the template's own set-up: the environment this suite already runs in",
     "pip install": "downloads from the network; the tests install with --no-deps from the local files",
+    "python -m pip install": "the same, as `make install` runs it",
     "tensorboard --logdir": "starts a server that does not exit",
     "sbatch ": "needs a SLURM cluster; test_distributed checks the script's flags against the CLI",
     "docker ": "needs a Docker daemon; test_each_docker_choice checks the Dockerfile",
@@ -256,11 +258,11 @@ RUN_ELSEWHERE = {
     "cruft ": "test_cruft_create_check_and_update",
     "torchrun ": "test_two_nodes_on_one_machine_train_test_and_both_exit_0",
     "pytest": "test_generated_test_suite_passes",
-    "make": "test_makefile_targets_print_the_expected_commands",
+    "make": "test_makefile_targets_print_the_expected_commands",  # `make` alone: the list of targets
 }
-# Run as they are, in a shell in the project, by test_the_next_steps_and_the_readme_shell_commands_run.
+# Run as they are, in a shell in the project, by test_the_next_steps_and_the_documented_shell_commands_run.
 IN_A_SHELL = ("cd ", "python -m venv ", "ruff check ")
-# The rest run the project's scripts: test_the_readme_script_commands_run, each cut to one short epoch.
+# The rest run the project's scripts: test_the_documented_script_commands_run, each cut to one short epoch.
 SCRIPTS = {"train.py", "tune.py", "export.py", "scripts/make_example_data.py"}
 SHORT_RUN = [
     "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
@@ -285,6 +287,26 @@ def readme_commands(readme: str) -> list[str]:
     blocks = re.findall(r"```bash\n(.*?)```", readme, flags=re.DOTALL)
     lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
     return [command for line in lines if (command := re.sub(r"\s+#.*$", "", line).strip())]
+
+
+def documented_commands(project: Path) -> list[str]:
+    """The commands of the project's README, then of its docs/ pages (by name), then the examples in
+    the Makefile's comments (``#   make ...``); each ``make`` command as the commands it runs."""
+    pages = [project / "README.md", *sorted((project / "docs").glob("*.md"))]
+    commands = [command for page in pages for command in readme_commands(page.read_text())]
+    commands += re.findall(r"^#\s+(make .*?)\s*$", (project / "Makefile").read_text(), flags=re.M)
+    return [line for command in commands for line in made(project, command)]
+
+
+def made(project: Path, command: str) -> list[str]:
+    """What ``command`` runs: itself, or for a ``make`` command the lines that ``make -n`` prints."""
+    if command != "make" and not command.startswith("make "):
+        return [command]
+    if MAKE is None:
+        pytest.skip("make is not installed")
+    result = run(MAKE, "--no-print-directory", "-n", *shlex.split(command)[1:], "PYTHON=python", cwd=project)
+    assert result.returncode == 0, result.stderr
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
 
 
 def next_steps_commands(output: str) -> list[str]:
@@ -323,12 +345,14 @@ def a_run_to_continue(argv: list[str]) -> list[list[str]]:
     return [[script, *(word for pair in pairs if pair[0] not in dropped for word in pair)]]
 
 
-def test_every_command_of_the_readmes_and_next_steps_is_run_by_a_test_or_skipped(tmp_path: Path) -> None:
+def test_every_documented_command_and_next_step_is_run_by_a_test_or_skipped(tmp_path: Path) -> None:
     project = bake(tmp_path, docker="cpu")
-    made = cookiecutter_in_a_shell(tmp_path, "-o", "again")
+    generated = cookiecutter_in_a_shell(tmp_path, "-o", "again")
     commands = readme_commands((TEMPLATE / "README.md").read_text())
-    commands += readme_commands((project / "README.md").read_text()) + next_steps_commands(made.stdout)
+    commands += documented_commands(project) + next_steps_commands(generated.stdout)
     assert len(commands) > 40
+    assert len(list((project / "docs").glob("*.md"))) >= 8
+    assert "python train.py --trainer.max_epochs 3 --model.optimizer.lr 0.01" in commands  # the Makefile's
     tests = [*(TEMPLATE / "tests").glob("test_*.py"), *(project / "tests").glob("test_*.py")]
     defined = {name for path in tests for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)}
     assert set(RUN_ELSEWHERE.values()) <= defined
@@ -338,13 +362,11 @@ def test_every_command_of_the_readmes_and_next_steps_is_run_by_a_test_or_skipped
     ] == []
 
 
-def test_the_next_steps_and_the_readme_shell_commands_run(tmp_path: Path) -> None:
-    made = cookiecutter_in_a_shell(tmp_path, "-o", "build")
-    steps = [command for command in next_steps_commands(made.stdout) if command.startswith(IN_A_SHELL)]
-    readme = (tmp_path / "build" / "digits-classifier" / "README.md").read_text()
-    lines = list(
-        dict.fromkeys(steps + [line for line in readme_commands(readme) if line.startswith(IN_A_SHELL)])
-    )
+def test_the_next_steps_and_the_documented_shell_commands_run(tmp_path: Path) -> None:
+    generated = cookiecutter_in_a_shell(tmp_path, "-o", "build")
+    steps = [command for command in next_steps_commands(generated.stdout) if command.startswith(IN_A_SHELL)]
+    documented = documented_commands(tmp_path / "build" / "digits-classifier")
+    lines = list(dict.fromkeys(steps + [line for line in documented if line.startswith(IN_A_SHELL)]))
     assert [line.split()[0] for line in lines] == ["cd", "python", "ruff"]
     # One shell, as the user types them: the venv is made and active in the project, and ruff passes.
     script = " && ".join(
@@ -354,10 +376,10 @@ def test_the_next_steps_and_the_readme_shell_commands_run(tmp_path: Path) -> Non
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_readme_script_commands_run(tmp_path: Path) -> None:
+def test_the_documented_script_commands_run(tmp_path: Path) -> None:
     project = bake(tmp_path)
-    readme = (project / "README.md").read_text()
-    runs = [shortened(command) for command in readme_commands(readme) if runs_a_script(command)]
+    commands = dict.fromkeys(command for command in documented_commands(project) if runs_a_script(command))
+    runs = [shortened(command) for command in commands]  # each once, where it is first documented
     assert len(runs) > 20
     runs = [run for argv in runs for run in (*a_run_to_continue(argv), argv)]
     (project / "my_experiment.yaml").write_text("trainer:\n  log_every_n_steps: 5\n")  # the README names it
@@ -365,10 +387,10 @@ def test_the_readme_script_commands_run(tmp_path: Path) -> None:
     statuses = [line.split(maxsplit=2)[1:] for line in result.stdout.splitlines() if line.startswith("exit ")]
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert [status for status, _ in statuses] == ["0"] * len(runs), (statuses, result.stderr[-3000:])
-    for made in (
+    for written in (
         "logs/version_0/checkpoints/last.ckpt",
         "runs",
         "logs/tune/digits/best.yaml",
         "predictions.csv",
     ):
-        assert (project / made).exists(), made
+        assert (project / written).exists(), written
