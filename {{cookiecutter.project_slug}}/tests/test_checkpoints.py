@@ -77,6 +77,7 @@ def test_a_save_cut_off_mid_write_leaves_the_old_checkpoint_and_no_partial_file(
     assert list(staging.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_process_killed_mid_save_leaves_the_old_checkpoint_and_nothing_in_tmpdir(tmp_path: Path) -> None:
     target, staging = tmp_path / "logs" / "last.ckpt", tmp_path / "tmpdir"
     staging.mkdir()
@@ -100,6 +101,7 @@ def test_a_process_killed_mid_save_leaves_the_old_checkpoint_and_nothing_in_tmpd
     assert list(target.parent.iterdir()) == [target]
 
 
+@pytest.mark.slow
 def test_a_full_disk_stops_the_run_in_one_line_and_keeps_the_earlier_checkpoints(
     run_cli: RunCLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -224,6 +226,7 @@ def test_predictions_never_replace_the_checkpoint(
     assert checkpoint.read_bytes() == before
 
 
+@pytest.mark.slow
 def test_existing_predictions_are_replaced_only_when_asked(
     run_cli: RunCLI, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -252,3 +255,58 @@ def test_existing_predictions_are_replaced_only_when_asked(
     header, *rows = predictions.read_text().splitlines()
     assert header == ",".join(columns) and len(rows) == len(cli.datamodule.predict_dataloader().dataset)
     assert not list(tmp_path.glob(".*.partial"))
+
+
+IO = "lightning.pytorch.plugins.io"
+BESIDE_THE_WRITER = {
+    "precision": "lightning.pytorch.plugins.precision.Precision",
+    "environment": "lightning.pytorch.plugins.environments.LightningEnvironment",
+}
+
+
+@pytest.mark.parametrize("plugin", BESIDE_THE_WRITER.values(), ids=BESIDE_THE_WRITER.keys())
+def test_other_plugins_on_the_command_line_keep_checkpoints_atomic(
+    run_cli: RunCLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plugin: str
+) -> None:
+    """``--trainer.plugins X`` replaces the default config's list, the atomic writer with it."""
+    cli = run_cli("fit", "--trainer.plugins", plugin, "--trainer.max_epochs", "1", *SHORT_RUN)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
+    last = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
+    saved = last.read_bytes()
+    real_open = Path.open
+
+    def open_cut_off(path: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        file = real_open(path, mode, *args, **kwargs)
+        return CutOffMidWrite(file) if path.name.endswith(".partial") else file
+
+    monkeypatch.setattr(Path, "open", open_cut_off)
+    with pytest.raises(OSError, match="Input/output error"):
+        cli.trainer.save_checkpoint(last)  # through the strategy's checkpoint_io, as every save
+    assert last.read_bytes() == saved
+    assert not [path for path in last.parent.iterdir() if path.name.startswith(".")]  # no partial file
+
+
+@pytest.mark.parametrize("flag", ["--trainer.plugins", "--trainer.plugins+"])
+def test_a_wrapping_checkpoint_io_writes_through_the_atomic_one(
+    run_cli: RunCLI, tmp_path: Path, flag: str
+) -> None:
+    cli = run_cli("fit", flag, f"{IO}.AsyncCheckpointIO", "--trainer.max_epochs", "1", *SHORT_RUN)
+    wrapper = cli.trainer.strategy.checkpoint_io
+    assert type(wrapper).__name__ == "AsyncCheckpointIO"
+    assert isinstance(wrapper.checkpoint_io, AtomicCheckpointIO)
+    last = tmp_path / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True, mmap=True)["epoch"] == 0
+
+
+@pytest.mark.parametrize("flag", ["--trainer.plugins", "--trainer.plugins+"])
+def test_a_checkpoint_io_that_would_replace_the_atomic_one_is_refused_in_one_line(
+    run_cli: RunCLI, tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli("fit", flag, f"{IO}.TorchCheckpointIO", "--trainer.max_epochs", "1", *SHORT_RUN)
+    assert exit_info.value.code == 2
+    errors = error_lines(capsys)
+    assert len(errors) == 1 and errors[0].startswith(f"error: trainer.plugins: {IO}.TorchCheckpointIO "), (
+        errors
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -102,6 +102,7 @@ class LinearNet(torch.nn.Module):
         return self.layers(x)
 
 
+@pytest.mark.slow
 def test_the_network_optimizer_and_schedule_are_chosen_by_class_path(run_cli: RunCLI, tmp_path: Path) -> None:
     cli = run_cli(
         "--model.net", f"{__name__}.LinearNet", "--model.net.hidden", "8",
@@ -146,6 +147,7 @@ class OwnArgumentNet(NoArgumentNet):
         self.scale = scale
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("net", [NoArgumentNet, OwnArgumentNet])
 def test_a_network_that_takes_no_size_trains_and_its_checkpoint_reloads(run_cli: RunCLI, net: type) -> None:
     cli = run_cli("--model.net", f"{__name__}.{net.__name__}", *SHORT_FIT[1:])
@@ -154,6 +156,7 @@ def test_a_network_that_takes_no_size_trains_and_its_checkpoint_reloads(run_cli:
     assert type(reloaded.net) is net
 
 
+@pytest.mark.slow
 def test_automatic_choices_can_be_overridden(run_cli: RunCLI) -> None:
     cli = run_cli(
         "--trainer.fast_dev_run", "true", "--trainer.precision", "bf16-mixed", "--trainer.accelerator", "cpu",
@@ -371,6 +374,7 @@ def test_a_root_dir_that_cannot_be_written_is_named(run_cli: RunCLI, capsys, tmp
     assert "trainer.default_root_dir: cannot create" in err and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_resume_from_last_continues_the_run(run_cli: RunCLI) -> None:
     # A constant learning rate, so that the resumed run may train longer than the first one planned.
     constant = (*CONSTANT_LR, *TINY_RUN)
@@ -399,6 +403,7 @@ def test_settings_that_clash_at_run_time_stop_with_one_line_and_leave_no_run(
     assert not list(tmp_path.rglob("version_*")), "TensorBoard would list an empty run"
 
 
+@pytest.mark.slow
 def test_no_logger_drops_what_only_a_logger_can_show(run_cli: RunCLI, tmp_path: Path) -> None:
     cli = run_cli(
         "--trainer.logger", "false", "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2",
@@ -409,6 +414,7 @@ def test_no_logger_drops_what_only_a_logger_can_show(run_cli: RunCLI, tmp_path: 
     assert Path(cli.trainer.checkpoint_callback.best_model_path).is_relative_to(tmp_path)
 
 
+@pytest.mark.slow
 def test_lightning_subcommands_fit_validate_test_and_predict(
     trained_run: TrainCLI, run_cli: RunCLI, capsys, tmp_path: Path
 ) -> None:
@@ -487,6 +493,7 @@ def test_a_checkpoint_of_another_task_is_refused_with_both_class_paths_named(
     [(), ("--trainer.overfit_batches", "1")],  # (overfit_batches leaves EarlyStopping out)
     ids=["early stopping finds out first", "the best checkpoint finds out"],
 )
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:You requested to overfit:UserWarning")
 def test_a_monitor_the_model_does_not_log_is_named_with_what_it_logs(
     run_cli: RunCLI, capsys, tmp_path: Path, watcher: tuple[str, ...]
@@ -512,6 +519,7 @@ def test_a_monitor_the_model_does_not_log_is_named_with_what_it_logs(
     ],
     ids=["default", "train loss", "quality"],
 )
+@pytest.mark.slow
 def test_the_monitor_is_written_once_and_read_by_everything_that_watches_a_metric(
     run_cli: RunCLI, args: tuple[str, ...], monitor: str, mode: str
 ) -> None:

@@ -58,6 +58,7 @@ def test_a_preset_changes_only_the_keys_it_names(run_cli: RunCLI, capsys, preset
     assert {key for key in changed - named.keys() if not key.startswith((*classes, *cleared))} == set()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", EXPERIMENTS + DEBUG, ids=name)
 @pytest.mark.filterwarnings("ignore:You requested to overfit:UserWarning")  # and it turns shuffling off
 def test_a_preset_runs_a_fast_dev_run_step(run_cli: RunCLI, preset: Path) -> None:
@@ -71,6 +72,7 @@ def test_an_experiment_names_its_runs_after_its_file(run_cli: RunCLI, capsys, ex
     assert config["trainer.logger.init_args.name"] == experiment.stem
 
 
+@pytest.mark.slow
 def test_experiments_compose_and_the_run_records_which(run_cli: RunCLI, tmp_path: Path) -> None:
     # Every shipped experiment, then one of one's own that changes a key of theirs and adds one.
     last = tmp_path / "presets" / "longer_warmup.yaml"
@@ -91,6 +93,7 @@ def test_experiments_compose_and_the_run_records_which(run_cli: RunCLI, tmp_path
     assert saved["model.init_args.optimizer.init_args.lr"] == 0.02  # the last file wins
 
 
+@pytest.mark.slow
 def test_the_profiler_writes_its_report_next_to_the_run_logs(run_cli: RunCLI) -> None:
     cli = run_cli("--config", str(PROJECT_ROOT / "configs" / "debug" / "profiler.yaml"), *SHORT_RUN)
     log_dir = Path(cli.trainer.log_dir)

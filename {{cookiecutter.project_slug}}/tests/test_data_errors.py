@@ -151,6 +151,7 @@ def rename_class(root: Path) -> str:
     return "added: nine; removed: 9"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", [add_class, remove_class, rename_class])
 @pytest.mark.parametrize("command", ["test", "validate", "predict", "fit"])
 def test_class_folders_changed_since_training_stop_every_use_of_the_checkpoint(
@@ -251,6 +252,7 @@ def other_cars(table_checkpoint: tuple[str, Path, list[dict[str, str]]], data: P
     shutil.copy(data / "cars.csv", path)
 
 
+@pytest.mark.slow
 def test_a_table_checkpoint_predicts_every_row_of_its_file_changed_since_in_order_coded_as_in_training(
     table_checkpoint: tuple[str, Path, list[dict[str, str]]],
     other_cars: list[int],

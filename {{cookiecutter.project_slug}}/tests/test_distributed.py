@@ -55,6 +55,7 @@ def test_each_process_gets_its_own_share_of_every_epoch() -> None:
     assert len(set(shares[0]) & set(shares[1])) <= 1  # one index repeats to even out an odd count
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_with_the_default_config_trains_like_one_process(tmp_path: Path) -> None:
     # The default config as shipped, progress bar and every callback on; only the run's length and
     # the hardware change. The same global batch: 2 processes x half of it, or 1 process x all of it.
@@ -91,6 +92,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_nodes_on_one_machine_train_test_and_both_exit_0(tmp_path: Path) -> None:
     # What `torchrun` (or srun) starts on each of two nodes, here both on this machine.
     launch = [
@@ -130,6 +132,7 @@ class StallOneProcess(Callback):
             time.sleep(600)
 
 
+@pytest.mark.slow
 def test_a_collective_that_never_completes_ends_the_run_with_an_error_naming_it(tmp_path: Path) -> None:
     started = time.monotonic()
     stalled = run_train_py(

@@ -38,6 +38,7 @@ def hint(err: str, prefix: str) -> str:
     return next(line for line in err.splitlines() if line.startswith(prefix))
 
 
+@pytest.mark.slow
 def test_the_resume_hint_works_as_printed_for_an_experiment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
@@ -75,6 +76,7 @@ def stop_at(phase: str, epoch: int, cause: str, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(TASK, hook, stopped)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("phase", ["epoch start", "validation"])
 @pytest.mark.parametrize("cause", ["Ctrl-C", "SIGTERM"])
 def test_a_stop_before_new_steps_resumes_from_the_epoch_before(
@@ -98,6 +100,7 @@ def test_a_stop_before_new_steps_resumes_from_the_epoch_before(
     assert resumed.trainer.state.finished and resumed.trainer.global_step == 6
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_final_test_keeps_the_finished_run_and_says_how_to_test_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
@@ -118,6 +121,7 @@ def test_ctrl_c_during_the_final_test_keeps_the_finished_run_and_says_how_to_tes
 COSINE = "{{ cookiecutter.package_name }}.tasks.schedules.CosineAnnealingLR"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("copied", [False, True], ids=["in its run", "copied out of its run"])
 @pytest.mark.parametrize("schedule", ["default", COSINE])
 def test_extending_a_run_past_its_schedule_is_refused_before_any_work(
@@ -146,6 +150,7 @@ def test_extending_a_run_past_its_schedule_is_refused_before_any_work(
     assert again.trainer.state.finished and again.trainer.global_step == 4
 
 
+@pytest.mark.slow
 def test_a_schedule_without_an_end_may_be_extended(tmp_path: Path) -> None:
     """A step decay was not planned for the run's length: a longer run continues it."""
     step = (
@@ -161,6 +166,7 @@ def test_a_schedule_without_an_end_may_be_extended(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("moment", ["last validation batch", "end of training"])
 def test_a_stop_after_the_last_step_skips_the_test_and_says_how_to_run_it(
     moment: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
@@ -183,6 +189,7 @@ def test_a_stop_after_the_last_step_skips_the_test_and_says_how_to_run_it(
     assert tested.trainer.global_step == 4 and "test/loss" in tested.trainer.callback_metrics
 
 
+@pytest.mark.slow
 def test_a_loss_that_overflows_only_in_validation_stops_without_saving_the_weights(
     tmp_path: Path, capsys
 ) -> None:
@@ -209,6 +216,7 @@ class StopAtOnce(EarlyStopping):
         super().__init__(monitor=monitor, mode=mode, stopping_threshold=1e9)
 
 
+@pytest.mark.slow
 def test_a_run_that_stopped_early_stays_stopped_when_resumed_or_requeued(tmp_path: Path, capsys) -> None:
     """Resuming it (a rerun, a requeue) trains no further epoch each time: it tests and ends."""
     stop = f"--trainer.callbacks+={__name__}.StopAtOnce"
@@ -220,6 +228,7 @@ def test_a_run_that_stopped_early_stays_stopped_when_resumed_or_requeued(tmp_pat
     assert sorted(path.name for path in tmp_path.iterdir()) == ["version_0"]
 
 
+@pytest.mark.slow
 def test_the_printed_command_works_from_any_directory_with_spaces_in_the_paths(tmp_path: Path) -> None:
     """Started elsewhere, into a directory whose name has a space: the hint's paths are absolute
     and quoted, so pasting it in another directory continues the run."""

@@ -115,11 +115,13 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(file))
 
 
+@pytest.mark.slow
 def test_each_example_reaches_its_accuracy(trained: tuple[str, TrainCLI]) -> None:
     name, cli = trained
     assert cli.trainer.callback_metrics["test/acc"].item() >= ACCURACY[name]
 
 
+@pytest.mark.slow
 def test_predictions_name_the_classes_and_score_as_the_test_did(
     trained: tuple[str, TrainCLI], example_data: Path, tmp_path: Path
 ) -> None:
@@ -142,6 +144,7 @@ def test_predictions_name_the_classes_and_score_as_the_test_did(
     assert accuracy == pytest.approx(cli.trainer.callback_metrics["test/acc"].item(), abs=1e-6)
 
 
+@pytest.mark.slow
 @needs_onnx
 def test_the_onnx_export_computes_what_the_model_does(trained: tuple[str, TrainCLI], tmp_path: Path) -> None:
     _, cli = trained  # export.main checks the file's outputs against the network's; a mismatch exits
@@ -155,6 +158,7 @@ def last_weights(cli: TrainCLI) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_a_resumed_run_with_workers_ends_with_the_weights_of_one_that_never_stopped(
     name: str, example_data: Path, tmp_path: Path
@@ -168,6 +172,7 @@ def test_a_resumed_run_with_workers_ends_with_the_weights_of_one_that_never_stop
     assert first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_one_tuning_trial_runs_and_writes_its_config(name: str, example_data: Path, tmp_path: Path) -> None:
     pytest.importorskip("optuna")
@@ -254,6 +259,7 @@ def own_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     sys.modules.pop("my_table", None)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("own_module")
 def test_a_data_module_and_network_of_ones_own_train_resume_predict_and_export(tmp_path: Path) -> None:
     own = (

@@ -53,12 +53,14 @@ def exported(checkpoint: Path) -> dict[str, Path]:
     return {name: export.main(["--ckpt_path", str(checkpoint), "--format", name]) for name in FORMATS}
 
 
+@pytest.mark.slow
 def test_files_go_next_to_the_checkpoint(exported: dict[str, Path], checkpoint: Path) -> None:
     suffixes = {"torchscript": ".pt", "torch_export": ".pt2", "onnx": ".onnx"}
     assert exported == {name: checkpoint.with_suffix(suffixes[name]) for name in FORMATS}
     assert all(path.is_file() and path.stat().st_size > 0 for path in exported.values())
 
 
+@pytest.mark.slow
 def test_the_files_run_alone_and_match_the_model_at_any_batch_size(
     exported: dict[str, Path], checkpoint: Path, trained_run: TrainCLI, tmp_path: Path
 ) -> None:

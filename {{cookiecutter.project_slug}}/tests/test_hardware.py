@@ -58,6 +58,7 @@ def test_mixed_precision_follows_native_bf16_support(
     assert hardware.auto_precision("cpu") == "32-true"  # asking for the CPU wins over a present GPU
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("precision", "dtype"), [("64-true", torch.float64), ("bf16-true", torch.bfloat16)])
 def test_a_true_precision_trains_the_weights_in_its_dtype(run_cli: RunCLI, precision: str, dtype) -> None:
     # The model summary and the graph run the data's example inputs (float32) through the network.
@@ -96,6 +97,7 @@ def test_cudnn_autotuner_on_cuda_unless_the_run_must_be_deterministic(fake_cuda)
     ],
     ids=["automatic", "deterministic", "asked for"],
 )
+@pytest.mark.slow
 def test_the_hardware_line_says_whether_the_autotuner_is_on(
     run_cli: RunCLI, capsys, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], autotuner: str
 ) -> None:
@@ -118,6 +120,7 @@ def test_training_on_cuda_with_automatic_precision(run_cli: RunCLI) -> None:
     assert cli.trainer.callback_metrics[metric] >= reached - 0.05  # mixed precision learns as float32 does
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("c++") is None, reason="torch.compile on CPU needs a C++ compiler")
 def test_a_compiled_model_trains_and_saves_the_usual_checkpoints(run_cli: RunCLI) -> None:
     cli = run_cli(

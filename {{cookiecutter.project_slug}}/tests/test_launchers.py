@@ -100,6 +100,7 @@ def weights(run: Path) -> dict[str, torch.Tensor]:
     return torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow
 def test_a_requeued_slurm_job_continues_one_run_through_every_phase(
     slurm: dict[str, str], tmp_path: Path
 ) -> None:
@@ -140,6 +141,7 @@ def test_a_requeued_slurm_job_continues_one_run_through_every_phase(
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
+@pytest.mark.slow
 def test_ckpt_path_last_with_nothing_to_resume_starts_a_new_run_and_says_so(tmp_path: Path) -> None:
     """One command for a job's first start and its restarts: Lightning's own meaning of ``last``."""
     first = run_train_py("--trainer.default_root_dir", str(tmp_path), *SHORT, "--trainer.max_epochs", "1",
@@ -149,6 +151,7 @@ def test_ckpt_path_last_with_nothing_to_resume_starts_a_new_run_and_says_so(tmp_
     assert (tmp_path / "version_0" / "checkpoints" / "last.ckpt").is_file()
 
 
+@pytest.mark.slow
 def test_torchrun_elastic_restarts_continue_the_run(tmp_path: Path) -> None:
     """A worker stopped by SIGTERM exits 143; torchrun starts it again and it continues its run."""
     env = {**process_env(), PLAN: "0=train:7", "SIGNAL": "TERM"}

@@ -23,6 +23,7 @@ TENSORBOARD = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "ini
     ],
     ids=["csv", "csv-and-tensorboard", "tensorboard-and-csv"],
 )
+@pytest.mark.slow
 def test_each_logger_runs_to_the_end_under_the_root_directory(
     run_cli: RunCLI, tmp_path: Path, logger: str, kinds: list[str]
 ) -> None:

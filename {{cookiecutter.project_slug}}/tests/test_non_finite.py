@@ -53,6 +53,7 @@ def on_device(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(non_finite, "reads_for_free", lambda trainer: False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", ["read at once", "deferred"])
 def test_a_nan_loss_stops_the_run_with_its_step_and_no_weight_or_checkpoint_takes_it(
     path: str,
@@ -85,6 +86,7 @@ def test_a_nan_loss_stops_the_run_with_its_step_and_no_weight_or_checkpoint_take
     assert all(torch.isfinite(parameter).all() for parameter in module.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("on_device")
 def test_the_host_reads_the_losses_only_at_the_steps_it_writes_logs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -131,6 +133,7 @@ def fit_with_scaler(factor: float, at_step: int, monkeypatch: pytest.MonkeyPatch
     return trainer
 
 
+@pytest.mark.slow
 def test_under_a_gradient_scaler_the_unscaled_loss_decides(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -165,6 +168,7 @@ class PoisonOneProcess(Callback):
         pl_module.training_step = poisoned
 
 
+@pytest.mark.slow
 def test_a_nan_loss_on_one_of_two_processes_stops_both_at_its_step(tmp_path: Path) -> None:
     stopped = run_train_py(
         "--trainer.default_root_dir", str(tmp_path), "--trainer.accelerator", "cpu", "--trainer.devices", "2",

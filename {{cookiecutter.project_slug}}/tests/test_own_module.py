@@ -106,6 +106,7 @@ def best_checkpoint(cli: TrainCLI) -> str:
     return cli.trainer.checkpoint_callback.best_model_path
 
 
+@pytest.mark.slow
 def test_it_trains_on_the_default_data_is_tested_predicts_and_exports(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -153,6 +154,7 @@ def last_weights(cli: TrainCLI) -> dict[str, Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow
 def test_a_run_stopped_after_two_epochs_and_resumed_ends_with_the_weights_of_one_that_never_stopped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -182,6 +184,7 @@ def test_a_run_stopped_after_two_epochs_and_resumed_ends_with_the_weights_of_one
     assert first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
 
 
+@pytest.mark.slow
 def test_it_trains_under_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
     ddp = run_train_py(
         *OWN, "--trainer.default_root_dir", str(tmp_path), "--trainer.accelerator", "cpu",

@@ -55,6 +55,7 @@ def column(rows: list[dict[str, str]], name: str) -> Tensor:
     return torch.tensor([float(row[name]) for row in rows])
 
 
+@pytest.mark.slow
 def test_the_example_trains_the_regression_task_to_a_test_error_well_below_the_mean_s(
     trained: TrainCLI,
 ) -> None:
@@ -111,6 +112,7 @@ def last_weights(cli: TrainCLI) -> dict[str, Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow
 def test_a_run_stopped_after_two_epochs_and_resumed_ends_with_the_weights_of_one_that_never_stopped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -176,6 +178,7 @@ def classification_names(names: list[str]) -> list[str]:
     return [name for name in names if CLASSIFICATION.search(name)]
 
 
+@pytest.mark.slow
 def test_own_regression_data_and_network_train_predict_and_export_with_no_classification_result(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -53,6 +53,7 @@ def logged_scalars(cli: TrainCLI) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in tags}
 
 
+@pytest.mark.slow
 def test_the_same_seed_gives_bit_identical_weights_and_metrics(tmp_path: Path) -> None:
     first = train(tmp_path / "first", "--seed_everything", "7", "--trainer.max_epochs", "2", *EXACT)
     again = train(tmp_path / "again", "--seed_everything", "7", "--trainer.max_epochs", "2", *EXACT)
@@ -73,6 +74,7 @@ def press_ctrl_c_when_epoch_starts(epoch: int, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(TASK, "on_train_epoch_start", on_train_epoch_start)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheduler", ["null", "default"])
 def test_a_resumed_run_ends_with_the_weights_of_one_that_never_stopped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scheduler: str
@@ -93,6 +95,7 @@ def test_a_resumed_run_ends_with_the_weights_of_one_that_never_stopped(
     assert identical(last_weights(resumed), last_weights(whole))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loading", ["in process", "2 workers", "2 persistent workers"])
 def test_ctrl_c_mid_epoch_leaves_a_checkpoint_that_resumes_to_the_weights_of_a_run_that_never_stopped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], loading: str
@@ -142,6 +145,7 @@ class SigtermAtStep(Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
+@pytest.mark.slow
 def test_sigterm_stops_within_a_step_with_a_checkpoint_and_status_143(tmp_path: Path) -> None:
     stopped = run_train_py(
         "--trainer.default_root_dir", str(tmp_path), "--trainer.max_epochs", "50", *CONSTANT_LR,

@@ -69,6 +69,7 @@ def press_ctrl_c_while_writing(name: str, write: int, monkeypatch: pytest.Monkey
     return seen
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", RESULTS)
 def test_ctrl_c_while_a_results_file_is_written_leaves_the_previous_one_whole(
     trained_run: TrainCLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str

@@ -115,6 +115,7 @@ def test_a_run_writes_its_metrics_summary_and_curves_next_to_its_logs(trained_ru
     assert (directory / "curves.png").stat().st_size > 10_000  # drawn, not blank
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("logger", [NO_LOGGER, CSV_LOGGER], ids=["none", "csv"])
 def test_any_logger_or_none(
     run_cli: RunCLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, logger: tuple[str, ...]
@@ -187,11 +188,13 @@ def test_the_curves_are_whatever_the_run_logs_per_epoch(
     assert png_size(tmp_path / "curves.png") == (PANEL_WIDTH * len(panels), HEIGHT)
 
 
+@pytest.mark.slow
 def test_fast_dev_run_writes_none_of_them(run_cli: RunCLI, tmp_path: Path) -> None:
     run_cli("--config", "configs/debug/fast_dev_run.yaml", *TINY_RUN)
     assert not [path for path in tmp_path.rglob("*") if path.name in RUN_FILES]
 
 
+@pytest.mark.slow
 def test_the_learning_rate_is_one_column_per_optimizer_at_the_epochs_last_step(run_cli: RunCLI) -> None:
     # The default schedule changes the rate every step; TensorBoard gets it before every step.
     cli = run_cli("fit", *SHORT, "--trainer.max_epochs", "3", "--trainer.log_every_n_steps", "1")
@@ -227,6 +230,7 @@ def drawn_epochs(monkeypatch: pytest.MonkeyPatch) -> list[list[float]]:
     return lines
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", ["after epoch 1", "during epoch 2"])
 def test_a_resumed_run_keeps_the_epochs_before_its_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: str
@@ -286,6 +290,7 @@ def early_stopping_config(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("end", ["max_epochs", "early stopping"])
 def test_the_summary_counts_the_epochs_trained(run_cli: RunCLI, tmp_path: Path, end: str) -> None:
     stopping = ("--config", str(early_stopping_config(tmp_path / "stop.yaml"))) if end != "max_epochs" else ()

@@ -80,6 +80,7 @@ def other_settings(checkpoint: Path) -> dict[str, tuple[tuple[str, ...], tuple[s
     }
 
 
+@pytest.mark.slow
 def test_last_resolves_within_the_experiment_and_is_named(tmp_path: Path, capsys) -> None:
     default = train(tmp_path, "--trainer.max_epochs", "1", *QUICK_MODEL, *TINY)
     other = ("--trainer.logger.init_args.name", "other", "--model.optimizer.lr", "0.01")
@@ -97,6 +98,7 @@ def test_last_resolves_within_the_experiment_and_is_named(tmp_path: Path, capsys
     assert f"Predicting with: {cli.config.ckpt_path}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", ["network", "optimizer", "lr", "weight_init", "batch_size", "data"])
 def test_a_checkpoint_made_with_other_settings_is_refused_before_any_work(
     finished_run: Path, tmp_path: Path, capsys, setting: str
@@ -147,6 +149,7 @@ def scalars(log_dir: str, name: str) -> list[tuple[int, float]]:
     return [(event.step, event.value) for event in events.Scalars(name)]
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_its_own_directory_curves_and_best_checkpoint(tmp_path: Path) -> None:
     first = train(tmp_path, "--trainer.max_epochs", "2", *CONSTANT_LR, *TINY)
     resumed = train(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", "3", *CONSTANT_LR, *TINY)
@@ -161,6 +164,7 @@ def test_a_resumed_run_continues_its_own_directory_curves_and_best_checkpoint(tm
     assert torch.load(best.best_model_path, weights_only=True)["epoch"] == best_epoch
 
 
+@pytest.mark.slow
 def test_a_finished_run_given_again_tests_its_best_checkpoint(tmp_path: Path, capsys) -> None:
     first = train(tmp_path, "--trainer.max_epochs", "2", *TINY)  # a requeued job: the same command
     again = train(tmp_path, "--ckpt_path", "last", "--trainer.max_epochs", "2", *TINY)
@@ -173,6 +177,7 @@ def test_a_finished_run_given_again_tests_its_best_checkpoint(tmp_path: Path, ca
 NO_LOGGER = ("--trainer.logger", "false")
 
 
+@pytest.mark.slow
 def test_runs_without_a_logger_get_their_own_directories_too(tmp_path: Path) -> None:
     """Lightning would write both runs' checkpoints and config.yaml straight into the root."""
     first = train(tmp_path, "--trainer.max_epochs", "1", *CONSTANT_LR, *NO_LOGGER, *TINY)
@@ -213,3 +218,13 @@ def test_a_refused_run_without_a_logger_leaves_no_directory(tmp_path: Path, caps
     with pytest.raises(SystemExit):
         train(tmp_path / "runs", "--ckpt_path", str(other), *NO_LOGGER, *TINY)
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
+
+
+def test_a_runs_config_names_no_version_and_given_again_starts_a_new_run(tmp_path: Path) -> None:
+    """The run's directory is set as the logger's version argument before the logger is built; it is
+    where config.yaml lives, not a setting in it."""
+    first = train(tmp_path, "fit", "--trainer.max_epochs", "1", *TINY)
+    saved = Path(first.trainer.log_dir) / "config.yaml"
+    assert yaml.safe_load(saved.read_text())["trainer"]["logger"]["init_args"]["version"] is None
+    again = train(tmp_path, "fit", "--config", str(saved), "--trainer.max_epochs", "1", *TINY)
+    assert [Path(cli.trainer.log_dir).name for cli in (first, again)] == ["version_0", "version_1"]

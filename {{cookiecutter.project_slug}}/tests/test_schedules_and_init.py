@@ -394,6 +394,7 @@ def test_the_task_initialises_its_network_once_when_built() -> None:
         assert 0.9 * bound <= conv.weight.abs().max() <= bound
 
 
+@pytest.mark.slow
 def test_a_resume_under_an_initialisation_scheme_is_bit_identical(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

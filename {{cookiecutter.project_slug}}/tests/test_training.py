@@ -31,6 +31,7 @@ def events(run: TrainCLI) -> EventAccumulator:
     return accumulator
 
 
+@pytest.mark.slow
 def test_a_short_run_learns(run: TrainCLI, events: EventAccumulator) -> None:
     assert run.trainer.checkpoint_callback.monitor == run.config.monitor == "val/loss"
     losses = [event.value for event in events.Scalars("train/loss_epoch")]

@@ -63,6 +63,7 @@ def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return study.get_trials(states=tune.FINISHED)
 
 
+@pytest.mark.slow
 def test_a_study_runs_its_trials_and_writes_the_best_config(tmp_path: Path, capsys) -> None:
     study = search(tmp_path)
     assert [trial.state for trial in study.trials] == [TrialState.COMPLETE] * 3
@@ -78,6 +79,7 @@ def test_a_study_runs_its_trials_and_writes_the_best_config(tmp_path: Path, caps
     assert config["trainer"]["max_epochs"] == 2
 
 
+@pytest.mark.slow
 def test_the_trials_are_scored_by_the_metric_the_training_config_monitors(tmp_path: Path, capsys) -> None:
     metric = QUALITY[0]  # higher is better: the direction comes from the config too
     study = search(tmp_path, "--n-trials", "1", training=("--monitor", metric, "--monitor_mode", "max"))
@@ -109,6 +111,7 @@ class Killed(BaseException):
     """What killing the process does to its trial: left RUNNING, with a heartbeat that stopped."""
 
 
+@pytest.mark.slow
 def test_a_killed_study_resumes_without_repeating_or_counting_the_lost_trial(tmp_path: Path) -> None:
     first = finished(search(tmp_path, "--n-trials", "1"))
     killed = mock.patch.object(tune.ReportToTrial, "on_validation_end", side_effect=Killed)
@@ -124,6 +127,7 @@ def test_a_killed_study_resumes_without_repeating_or_counting_the_lost_trial(tmp
     assert len(search(tmp_path).trials) == 4  # a finished study starts no more trials
 
 
+@pytest.mark.slow
 def test_bad_trials_are_pruned_and_the_search_goes_on(tmp_path: Path) -> None:
     pruned = search(tmp_path, "--n-trials", "1", pruner={"name": "ThresholdPruner", "upper": 0.0})
     assert [(t.state, list(t.intermediate_values)) for t in pruned.trials] == [(TrialState.PRUNED, [0])]
@@ -220,12 +224,14 @@ def lock_in_first_trial(
     return holders
 
 
+@pytest.mark.slow
 def test_a_study_that_another_worker_locks_for_a_while_waits_for_it(tmp_path: Path, monkeypatch) -> None:
     holders = lock_in_first_trial(monkeypatch, tmp_path / "studies.db", seconds=6)  # sqlite3 waits 5 s
     study = search(tmp_path, "--n-trials", "1")
     assert holders and [trial.state for trial in study.trials] == [TrialState.COMPLETE]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("when", ["opening the study", "in a trial"])
 def test_a_study_locked_for_longer_than_the_wait_stops_with_one_line(
     tmp_path: Path, capsys, monkeypatch, when: str

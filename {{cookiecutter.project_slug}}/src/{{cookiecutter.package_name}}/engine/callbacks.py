@@ -26,7 +26,7 @@ from {{ cookiecutter.package_name }}.engine.run_identity import launch, newest_i
 
 class RichProgressBar(LightningRichProgressBar):
     """Lightning's Rich progress bar, fed at most ``refresh_rate`` times a second, with the time the
-    whole run has taken and about how long it has left next to the epoch number.
+    whole run has taken (``run``) and about how long it has left (``left``) among its metrics.
 
     Lightning's own reads every progress-bar metric back from the device after each training
     batch (a GPU synchronisation per step, and for a small model a few percent of the step time),
@@ -35,41 +35,42 @@ class RichProgressBar(LightningRichProgressBar):
 
     def __init__(self, refresh_rate: int = 1, leave: bool = False) -> None:
         super().__init__(refresh_rate=refresh_rate, leave=leave)
-        self._last_update = -math.inf
-        self._run_start = time.monotonic()
-        self._first_epoch = 0
+        self.last_drawn = -math.inf
+        self.run_start = time.monotonic()
+        self.first_epoch = 0
+        self.run_end: float | None = None  # when the run should end at its pace so far, on time.monotonic()
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
-        self._run_start, self._first_epoch = time.monotonic(), trainer.current_epoch
+        self.run_start, self.first_epoch = time.monotonic(), trainer.current_epoch
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_train_epoch_start(trainer, pl_module)
-        self._last_update = -math.inf  # the first batch of every epoch is drawn: Rich needs it for it/s
-
-    def _get_train_description(self, current_epoch: int) -> str:
-        """``Epoch 3/19 · 0:42 run, ~3:10 left``: Lightning's description (a private hook of its bar),
-        then the run's elapsed time and, from the second epoch on, the remaining epochs at its pace."""
-        elapsed = time.monotonic() - self._run_start
-        description = f"{super()._get_train_description(current_epoch).rstrip()} · {clock(elapsed)} run"
-        done, max_epochs = current_epoch - self._first_epoch, self.trainer.max_epochs
+        """From the second epoch on: the remaining epochs at the pace of those this run has done."""
+        now = time.monotonic()
+        done, max_epochs = trainer.current_epoch - self.first_epoch, trainer.max_epochs
         if done > 0 and max_epochs is not None and max_epochs > 0:
-            description += f", ~{clock(elapsed / done * (max_epochs - current_epoch))} left"
-        return description
+            self.run_end = now + (now - self.run_start) / done * (max_epochs - trainer.current_epoch)
+        super().on_train_epoch_start(trainer, pl_module)
+        self.last_drawn = -math.inf  # the first batch of every epoch is drawn: Rich needs it for it/s
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         now = time.monotonic()
         last_batch = batch_idx + 1 == self.total_train_batches
-        if last_batch or now - self._last_update >= 1 / max(self.refresh_rate, 1):
-            self._last_update = now
+        if last_batch or now - self.last_drawn >= 1 / max(self.refresh_rate, 1):
+            self.last_drawn = now
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, int | str | float]:
-        """Lightning's, without ``v_num``: the run's directory is printed at the end, by name."""
+        """Lightning's, without ``v_num`` (the run's directory is printed at the end, by name), with
+        ``run`` and ``left``: ``run: 0:42 left: ~3:10``."""
         metrics = super().get_metrics(trainer, pl_module)
         metrics.pop("v_num", None)
+        now = time.monotonic()
+        metrics["run"] = clock(now - self.run_start)
+        if self.run_end is not None:
+            metrics["left"] = f"~{clock(max(self.run_end - now, 0))}"
         return metrics
 
 

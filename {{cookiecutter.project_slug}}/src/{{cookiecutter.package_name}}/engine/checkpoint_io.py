@@ -13,9 +13,11 @@ from typing import Any, BinaryIO
 
 import torch
 from fsspec.implementations.local import LocalFileSystem
+from jsonargparse import Namespace
 from lightning.fabric.utilities.cloud_io import get_filesystem
-from lightning.fabric.utilities.types import _PATH
-from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
+
+from {{ cookiecutter.package_name }}.engine.sizes import class_of, takes
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -64,7 +66,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     A full disk stops the run with one line instead of a traceback; the earlier checkpoints stay.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any = None) -> None:
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike[str], storage_options: Any = None
+    ) -> None:
         if storage_options is not None or not isinstance(get_filesystem(path), LocalFileSystem):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
@@ -83,6 +87,45 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 " written before are intact: free space, then resume with --ckpt_path last\n"
             )
             raise SystemExit(1) from None
+
+
+ATOMIC = f"{AtomicCheckpointIO.__module__}.{AtomicCheckpointIO.__name__}"
+"""The class path of the writer every run uses, whatever ``trainer.plugins`` lists."""
+
+
+def with_atomic_writer(plugins: Any) -> tuple[list[Any], str | None]:
+    """``trainer.plugins`` with ``AtomicCheckpointIO`` as the run's checkpoint writer, and the
+    one-line refusal of a writer that would replace it (else None).
+
+    A flag ``--trainer.plugins X`` replaces the whole list, and the default config's writer with it:
+    a precision plugin or a cluster environment gets the atomic writer beside it, and a wrapper that
+    hands the writing on (Lightning's ``AsyncCheckpointIO``) gets it inside. Any other
+    ``CheckpointIO`` would write checkpoints that a crash can half-write: it is refused, unless it
+    subclasses ``AtomicCheckpointIO``.
+    """
+    given = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
+    others, atomic, writers = [], [], []
+    for plugin in given:
+        kind = class_of(plugin.class_path) if isinstance(plugin, Namespace) else type(plugin)
+        if not issubclass(kind, CheckpointIO):  # precision, environment, layer sync; a name: Lightning's
+            others.append(plugin)
+        else:
+            (atomic if issubclass(kind, AtomicCheckpointIO) else writers).append((plugin, kind))
+    writer = atomic[0][0] if atomic else Namespace(class_path=ATOMIC)
+    if not writers:
+        return [*others, writer], None
+    (wrapper, kind), *more = writers
+    init_args = wrapper.get("init_args") or Namespace() if isinstance(wrapper, Namespace) else None
+    if more or init_args is None or not takes(kind, "checkpoint_io") or init_args.get("checkpoint_io"):
+        names = ", ".join(getattr(plugin, "class_path", type(plugin).__name__) for plugin, _ in writers)
+        return given, (
+            f"trainer.plugins: {names} would replace the atomic checkpoint writer ({ATOMIC}), which"
+            " keeps a crash from half-writing a checkpoint; subclass it instead, or give a wrapper"
+            " such as lightning.pytorch.plugins.io.AsyncCheckpointIO without a checkpoint_io"
+        )
+    init_args.checkpoint_io = writer
+    wrapper.init_args = init_args
+    return [*others, wrapper], None
 
 
 SHARDED_MARKER = "meta.pt"

@@ -162,7 +162,8 @@ def build_cli(
                 *callbacks,
             ],
             # Checkpoints that a crash or a full disk cannot half-write; a class path, not an instance,
-            # so that it shows in --print_config and in each run's config.yaml.
+            # so that it shows in --print_config and in each run's config.yaml. TrainCLI keeps it
+            # whatever --trainer.plugins gives (checkpoint_io.with_atomic_writer).
             "plugins": [{"class_path": f"{AtomicCheckpointIO.__module__}.AtomicCheckpointIO"}],
         },
     )

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.warnings import PossibleUserWarning
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
@@ -108,11 +109,20 @@ class SeededDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.persistent_workers = persistent_workers
+        # Both warnings come from inside the Trainer's loops, where no ``catch_warnings`` of ours reaches:
+        # each filter matches only the one message it replaces, and is added only where it applies.
         if num_workers == 0:  # Lightning's advice to add workers is meant for data read from disk
-            warnings.filterwarnings("ignore", message=r"The '\w+_dataloader' does not have many workers")
+            warnings.filterwarnings(
+                "ignore", r"The '\w+_dataloader' does not have many workers", PossibleUserWarning
+            )
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         if num_workers > cores:  # said once here, not by torch for every loader it builds
-            warnings.filterwarnings("ignore", message=r"This DataLoader will create \d+ worker processes")
+            warnings.filterwarnings(
+                "ignore",
+                f"This DataLoader will create {num_workers} worker processes",
+                UserWarning,
+                r"torch\.",
+            )
             rank_zero_warn(
                 f"data.num_workers: {num_workers} workers on {cores} cores compete with training for them;"
                 f" {cores} or fewer usually load as fast"

@@ -10,11 +10,17 @@ the same on every process, so reading logged metrics never starts a collective: 
 
 import signal
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import lightning as L
 import torch.distributed as dist
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from jsonargparse import Namespace
+from lightning.pytorch.strategies import StrategyRegistry
+
+from {{ cookiecutter.package_name }}.engine.hardware import uses_cuda
+from {{ cookiecutter.package_name }}.engine.sizes import class_of, takes
 
 DEFAULT_TIMEOUT_S = {"cpu": 300, "cuda": 1800}
 """How long one collective may wait: minutes on CPU (gloo); on GPUs (NCCL) longer, for the first
@@ -25,33 +31,56 @@ class CollectiveTimeoutError(RuntimeError):
     """A collective did not complete in time: another process is stuck, or died."""
 
 
-def launches_this_command_again(trainer: L.Trainer) -> bool:
-    """Whether Lightning will start the other processes by running ``sys.argv`` again.
+def starts_its_own_processes(trainer: L.Trainer) -> bool:
+    """Whether Lightning will start the other processes itself, by running ``sys.argv`` again or
+    by spawning them: neither suits a call from within Python (a test, tune.py).
 
     That is how it launches DDP on several local devices; a program run by ``torchrun`` or SLURM
-    already has its processes, and ``ddp_spawn`` starts them from a function.
+    already has its processes. A launcher that cannot work in an interactive session (the
+    launcher's public ``is_interactive_compatible``) is one of these two.
     """
     launcher = trainer.strategy.launcher
     environment = getattr(trainer.strategy, "cluster_environment", None)
     return (
-        isinstance(launcher, _SubprocessScriptLauncher)
+        launcher is not None
+        and not launcher.is_interactive_compatible
         and trainer.num_devices > 1
         and not (environment is not None and environment.creates_processes_externally)
     )
 
 
-def set_collective_timeout(trainer: L.Trainer, seconds: int | None) -> None:
-    """Bounds every collective of the run's process group, so that a hang ends with an error.
+def collective_timeout(seconds: int | None, accelerator: object) -> timedelta:
+    """How long one collective may wait: ``seconds``, else the default for the device."""
+    return timedelta(seconds=seconds or DEFAULT_TIMEOUT_S["cuda" if uses_cuda(accelerator) else "cpu"])
 
-    Lightning's DDP and FSDP strategies take the timeout as a constructor argument, which a
-    strategy chosen by name (``ddp``, ``auto``) leaves at torch's 30 minutes; it is read when the
-    process group starts, at the beginning of ``fit``.
+
+@contextmanager
+def strategies_with_timeout(strategy: object, timeout: timedelta) -> Iterator[None]:
+    """While the Trainer is built, every strategy that takes a ``timeout`` gets this one, so that a
+    hung process ends the run with an error instead of torch's 30 minutes of waiting.
+
+    A strategy given by class (``configs/distributed/fsdp.yaml``) gets it in the config, as its
+    constructor argument. One given by name (``ddp``, or the one ``auto`` picks) Lightning builds
+    from its ``StrategyRegistry``: each such name is registered again with the timeout among its
+    arguments, and restored afterwards. The process group reads it at the beginning of ``fit``.
     """
-    if seconds is not None and seconds < 1:
-        raise ValueError(f"collective_timeout must be at least 1 second, got {seconds}")
-    if hasattr(trainer.strategy, "_timeout"):
-        device = trainer.strategy.root_device.type
-        trainer.strategy._timeout = timedelta(seconds=seconds or DEFAULT_TIMEOUT_S.get(device, 1800))
+    if isinstance(strategy, Namespace) and takes(class_of(strategy.class_path), "timeout"):
+        strategy.init_args = strategy.get("init_args") or Namespace()
+        strategy.init_args.timeout = timeout
+    registered = {name: dict(StrategyRegistry[name]) for name in StrategyRegistry.available_strategies()}
+    timed = {name: entry for name, entry in registered.items() if takes(entry["strategy"], "timeout")}
+    try:
+        for name, entry in timed.items():
+            arguments = {**entry["init_params"], "timeout": timeout}
+            StrategyRegistry.register(
+                name, entry["strategy"], entry["description"], override=True, **arguments
+            )
+        yield
+    finally:
+        for name, entry in timed.items():
+            StrategyRegistry.register(
+                name, entry["strategy"], entry["description"], override=True, **entry["init_params"]
+            )
 
 
 def timed_out_collective(error: BaseException) -> CollectiveTimeoutError | None:
@@ -80,7 +109,7 @@ def stop_started_processes(trainer: L.Trainer) -> None:
     """Kills the processes that Lightning started for this run (not those of torchrun or SLURM, whose
     agents end the rest of a job when one process fails). Lightning does it on Ctrl-C alone."""
     launcher = trainer.strategy.launcher
-    if isinstance(launcher, _SubprocessScriptLauncher):  # it knows only the processes it started
+    if launcher is not None:  # it knows only the processes it started
         launcher.kill(signal.SIGKILL)
 
 

@@ -7,6 +7,7 @@ its best checkpoint and early stopping cover the whole run.
 """
 
 import os
+import re
 import shlex
 import warnings
 from collections.abc import Iterator, Mapping
@@ -17,6 +18,8 @@ import lightning as L
 import torch
 from jsonargparse import Namespace
 from lightning.pytorch.utilities import rank_zero_only
+
+from {{ cookiecutter.package_name }}.engine.sizes import class_of, takes
 
 RUN_PREFIX = "version_"
 RESUMABLE = ("last.ckpt", "interrupted.ckpt")
@@ -31,9 +34,6 @@ SHOWN = 4
 """Differing settings named in a refusal; the rest are counted."""
 # Keywords of a schedule with an end, saved in its state: a run's length was planned into them.
 HORIZONS = ("total_steps", "T_max", "total_iters")
-
-# A resumed run writes on into its own ``checkpoints/``: expected, not worth Lightning's warning.
-warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 
 
 def experiment_dir(trainer: Namespace) -> Path:
@@ -258,13 +258,41 @@ def run_version(experiment: Path, ckpt_path: str | None, restarted_run: Path | N
     return version
 
 
-def fix_run_dir(trainer: L.Trainer, ckpt_path: str | None, restarted_run: Path | None = None) -> None:
-    """Fixes the logger's ``version_N`` before any work (``run_version``)."""
-    logger = trainer.logger
-    if getattr(logger, "_version", 0) is not None or not trainer.is_global_zero:
-        return  # no logger, fast_dev_run's, a version the config sets, or DDP's other processes
-    # Lightning reads the version lazily, first when the run starts.
-    logger._version = run_version(Path(logger.root_dir), ckpt_path, restarted_run)
+def fix_run_version(trainer: Namespace, ckpt_path: str | None, restarted_run: Path | None) -> Path | None:
+    """Sets the logger's own ``version`` argument to the run's ``version_N`` (``run_version``) before
+    the logger is built, and returns that run directory; None where the logger picks its own (no
+    logger of that kind, a version the config sets, fast_dev_run's, DDP's other processes).
+
+    ``config.yaml`` records no version (``forget_run_version``): given again without ``--ckpt_path``,
+    it starts a new run instead of writing into this one.
+    """
+    logger = trainer.get("logger")
+    if not isinstance(logger, Namespace) or trainer.get("fast_dev_run") or rank_zero_only.rank != 0:
+        return None
+    init_args = logger.get("init_args") or Namespace()
+    if not takes(class_of(logger.class_path), "version") or init_args.get("version") is not None:
+        return None
+    experiment = experiment_dir(trainer)
+    init_args.version = run_version(experiment, ckpt_path, restarted_run)
+    logger.init_args = init_args
+    run = experiment / f"{RUN_PREFIX}{init_args.version}"
+    if not unused(run):  # a resumed run writes on into its own checkpoints/, as it should
+        expect_checkpoints_in(run)
+    return run
+
+
+def forget_run_version(trainer: Namespace) -> None:
+    """Once the logger is built: the version ``fix_run_version`` set is no setting of the run."""
+    logger = trainer.get("logger")
+    if isinstance(logger, Namespace) and logger.get("init_args") is not None:
+        logger.init_args.version = None
+
+
+def expect_checkpoints_in(run: Path) -> None:
+    """Silences Lightning's warning that ``run``'s ``checkpoints/`` is not empty, for that directory
+    alone: a resumed run writes on into it, as it should."""
+    directory = re.escape(str(run / "checkpoints"))
+    warnings.filterwarnings("ignore", message=f"Checkpoint directory {directory} exists and is not empty")
 
 
 def fix_run_dir_without_logger(trainer: Namespace, ckpt_path: str | None, restarted_run: Path | None) -> bool:
@@ -277,7 +305,10 @@ def fix_run_dir_without_logger(trainer: Namespace, ckpt_path: str | None, restar
     experiment = Path(trainer.default_root_dir)
     run = experiment / f"{RUN_PREFIX}{run_version(experiment, ckpt_path, restarted_run)}"
     trainer.default_root_dir = str(run)
-    return unused(run)  # a new directory, not a resumed run's
+    if not unused(run):  # a resumed run's
+        expect_checkpoints_in(run)
+        return False
+    return True
 
 
 def unused(run: Path) -> bool:

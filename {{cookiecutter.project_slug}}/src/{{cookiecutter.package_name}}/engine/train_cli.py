@@ -21,14 +21,16 @@ from lightning.pytorch.callbacks import (
     ProgressBar,
 )
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.precision import Precision
 from lightning.pytorch.utilities import rank_zero_warn
 
-from {{ cookiecutter.package_name }}.engine.checkpoint_io import checkpoint_problem
+from {{ cookiecutter.package_name }}.engine.checkpoint_io import checkpoint_problem, with_atomic_writer
 from {{ cookiecutter.package_name }}.engine.config_errors import names_a_setting, unwrap_link_error, yaml_error
 from {{ cookiecutter.package_name }}.engine.datamodule import SeededDataModule
 from {{ cookiecutter.package_name }}.engine.distributed import (
-    launches_this_command_again,
-    set_collective_timeout,
+    collective_timeout,
+    starts_its_own_processes,
+    strategies_with_timeout,
 )
 from {{ cookiecutter.package_name }}.engine.hardware import (
     auto_benchmark,
@@ -40,8 +42,9 @@ from {{ cookiecutter.package_name }}.engine.run_identity import (
     checkpoint_misfit,
     experiment_dir,
     find_last,
-    fix_run_dir,
     fix_run_dir_without_logger,
+    fix_run_version,
+    forget_run_version,
     make_root_absolute,
     restart_count,
     restart_point,
@@ -76,7 +79,8 @@ class TrainCLI(LightningCLI):
         self.in_process = in_process  # called with `args` (tests, tune.py), not as `python train.py`
         self.restarted_run: Path | None = None  # the run that a restart of a SLURM job or torchrun continues
         self.notes: list[str] = []  # printed before the run starts
-        self.claimed_run: Path | None = None  # a new run directory for a run without a logger
+        self.claimed_run: Path | None = None  # a new run directory, removed again if the run is refused
+        self.versioned = False  # the logger's version was set here (fix_run_version), not by the config
         self.command = command
         self.net_links = net_links  # links from the data into model.net (the shipped tasks have one)
         super().__init__(*args, **kwargs)
@@ -214,7 +218,18 @@ class TrainCLI(LightningCLI):
         for callback in defaults:
             if isinstance(callback, StopOnNonFiniteLoss):
                 callback.monitor = self.config.monitor
-        if trainer.precision is None:
+        trainer.plugins, refused = with_atomic_writer(trainer.plugins)
+        if refused is not None:
+            self.parser.error(refused)
+        if self.config.collective_timeout is not None and self.config.collective_timeout < 1:
+            self.parser.error(
+                f"collective_timeout: must be at least 1 second, got {self.config.collective_timeout}"
+            )
+        precision_plugin = any(  # Lightning takes the precision from the plugin, refusing both
+            isinstance(plugin, Namespace) and issubclass(class_of(plugin.class_path), Precision)
+            for plugin in trainer.plugins
+        )
+        if trainer.precision is None and not precision_plugin:
             trainer.precision = auto_precision(trainer.accelerator)
         if trainer.benchmark is None:
             trainer.benchmark = auto_benchmark(trainer.accelerator, trainer.deterministic)
@@ -223,27 +238,35 @@ class TrainCLI(LightningCLI):
             try:
                 if fix_run_dir_without_logger(trainer, self.config.ckpt_path, self.restarted_run):
                     self.claimed_run = Path(trainer.default_root_dir)
+                run = fix_run_version(trainer, self.config.ckpt_path, self.restarted_run)
+                self.versioned = run is not None
+                if run is not None and unused(run):
+                    self.claimed_run = run
             except OSError as error:
                 self.parser.error(f"trainer.default_root_dir: cannot create a run directory in it ({error})")
 
     def instantiate_classes(self) -> None:
         """Turns a value that a constructor rejects into the same one-line error as a parse error;
-        a run directory claimed for a run without a logger goes again if the run is refused."""
+        a run directory claimed for the run goes again if the run is refused (or the code fails)."""
         try:
             self.instantiate_checked_classes()
-        except SystemExit:
+        except BaseException:
             if self.claimed_run is not None and unused(self.claimed_run):
                 shutil.rmtree(self.claimed_run)
             raise
 
     def instantiate_checked_classes(self) -> None:
+        timeout = collective_timeout(self.config.collective_timeout, self.config.trainer.accelerator)
         try:
-            super().instantiate_classes()
+            with strategies_with_timeout(self.config.trainer.strategy, timeout):
+                super().instantiate_classes()
         except (ValueError, TypeError, MisconfigurationException) as error:
             cause = unwrap_link_error(error)  # a size the data lacks (sizes.size_for), or a bug of its own
             if not names_a_setting(cause):
                 raise  # a bug in the code being built keeps its traceback (the rule: names_a_setting)
             self.parser.error(str(cause))
+        if self.versioned:
+            forget_run_version(self.config.trainer)
         record_model_config(self.model, self.config.model, self.datamodule)
         if self.config.ckpt_path is not None:
             checkpoint = Path(self.config.ckpt_path)
@@ -255,15 +278,9 @@ class TrainCLI(LightningCLI):
                 f"{type(self.datamodule).__name__} is not a SeededDataModule: its batches are not seeded per"
                 " (seed, epoch, batch), and a resumed run does not continue its data order exactly",
             )
-        if self.in_process and launches_this_command_again(self.trainer):
+        if self.in_process and starts_its_own_processes(self.trainer):
             self.parser.error(
                 f"trainer.devices: {self.trainer.num_devices} processes would run this program's command"
-                " line again, which an in-process call (a test, tune.py) does not hold; use one device"
-                " (--trainer.devices 1) or run python train.py"
+                " line again (or be spawned), which an in-process call (a test, tune.py) does not hold;"
+                " use one device (--trainer.devices 1) or run python train.py"
             )
-        set_collective_timeout(self.trainer, self.config.collective_timeout)
-        if not self.evaluating:  # last: once nothing can stop the run before it starts
-            try:
-                fix_run_dir(self.trainer, self.config.ckpt_path, self.restarted_run)
-            except OSError as error:
-                self.parser.error(f"trainer.default_root_dir: cannot create a run directory in it ({error})")
