@@ -38,7 +38,7 @@ EXPECTED_FILES = {
     "src/{pkg}/engine/run_identity.py", "src/{pkg}/engine/config_errors.py", "src/{pkg}/engine/short_help.py",
     "src/{pkg}/engine/train_cli.py",
     "src/{pkg}/engine/dashboards.py", "src/{pkg}/engine/datamodule.py", "src/{pkg}/engine/distributed.py",
-    "src/{pkg}/engine/drawing.py", "src/{pkg}/engine/export.py", "src/{pkg}/engine/hardware.py",
+    "src/{pkg}/engine/export.py", "src/{pkg}/engine/hardware.py",
     "src/{pkg}/engine/non_finite.py",
     "src/{pkg}/engine/predict.py", "src/{pkg}/engine/search_space.py",
     "src/{pkg}/engine/sizes.py", "src/{pkg}/engine/tune.py",

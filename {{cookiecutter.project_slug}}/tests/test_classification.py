@@ -1,8 +1,9 @@
 """The Classification task, trained here on the digits with SmallCNN (named explicitly, so that these
 tests hold whatever configs/default.yaml trains): the module on its own (one step, overfitting a
 batch, predictions, optimisers and schedules), its TensorBoard dashboards (the confusion matrix and
-the misclassified examples) and the renderers that draw them, through a real TensorBoard server."""
+the misclassified examples), driven by hand and through a real TensorBoard server."""
 
+import io
 import re
 from functools import partial
 from pathlib import Path
@@ -10,21 +11,17 @@ from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
+import matplotlib
 import numpy as np
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from {{ cookiecutter.package_name }}.data import DigitsDataModule
 from {{ cookiecutter.package_name }}.engine.cli import TrainCLI
-from {{ cookiecutter.package_name }}.engine.drawing import (
-    FONT,
-    colormap,
-    render_confusion_matrix,
-    render_grid,
-)
 from {{ cookiecutter.package_name }}.models import SmallCNN
 from {{ cookiecutter.package_name }}.tasks import Classification
 from {{ cookiecutter.package_name }}.tasks.dashboards import ConfusionMatrixImage, MisclassifiedExamples
@@ -50,6 +47,7 @@ CLASSIFICATION = (
 another network that do not fit SmallCNN are dropped by the CLI when its class path changes)."""
 
 
+@pytest.mark.slow
 def test_he_initialisation_trains_the_digits_to_97_percent(tmp_path: Path) -> None:
     """``--model.weight_init kaiming_uniform`` on the whole shipped run (20 epochs, ~12 s on a CPU)."""
     run = train(tmp_path, *CLASSIFICATION, "--model.weight_init", "kaiming_uniform", *TINY_RUN)
@@ -175,72 +173,117 @@ def test_one_cycle_peaks_at_the_optimizers_learning_rate() -> None:
     assert max(rates) == pytest.approx(0.02) and rates[0] < 0.02 / 10 and rates[-1] < 0.02 / 1000
 
 
-# Its dashboards: the renderers (engine/drawing.py) ------------------------------------------------
+# Its dashboards, driven by hand into a real TensorBoard event file ---------------------------------
 
 
-def test_the_colour_scale_runs_from_dark_to_bright() -> None:
-    colours = colormap(torch.linspace(0, 1, 11))
-    assert colours.shape == (3, 11) and colours.min() >= 0 and colours.max() <= 1
-    lightness = (colours * torch.tensor([0.30, 0.59, 0.11])[:, None]).sum(dim=0)
-    assert torch.all(lightness.diff() > 0)  # monotonic: brighter always means more
-    assert torch.equal(colormap(torch.tensor([-1.0, 2.0])), colormap(torch.tensor([0.0, 1.0])))
+def fit_trainer(logger: object, sanity_checking: bool = False) -> Any:
+    """What the dashboards read of a Trainer, in a fit after 7 optimizer steps, on one process."""
+    strategy = SimpleNamespace(reduce=lambda tensor, reduce_op: tensor)
+    return SimpleNamespace(
+        loggers=[logger], sanity_checking=sanity_checking, is_global_zero=True, global_step=7,
+        state=SimpleNamespace(fn="fit"), strategy=strategy,
+    )  # fmt: skip
 
 
-def test_every_digit_has_its_own_glyph() -> None:
-    assert FONT.shape == (10, 5, 3)
-    assert len({tuple(glyph.flatten().tolist()) for glyph in FONT}) == 10
+def one_hot_logits(predictions: torch.Tensor, num_classes: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(predictions, num_classes).float() * 5
 
 
-def test_a_confusion_matrix_image_shows_the_diagonal_bright_and_the_counts() -> None:
-    matrix = torch.full((10, 10), 1) + torch.diag(torch.full((10,), 40))
-    matrix[3, 3], matrix[3, 5] = 2, 30  # class 3 is mostly predicted as 5
-    image = render_confusion_matrix(matrix, cell=32)
-    assert image.shape == (3, 11 * 32, 11 * 32) and image.dtype == torch.float32
-    assert image.min() >= 0 and image.max() <= 1
-    cells = image[:, 32:, 32:].unfold(1, 32, 32).unfold(2, 32, 32)  # (3, 10, 10, 32, 32)
-    background = cells[..., 0, 0].sum(dim=0)  # each cell's colour, from a corner the digits leave free
-    diagonal, mix_up = background.diagonal(), background[3, 5]
-    assert mix_up > diagonal[3] and mix_up > background[3, 0]
-    others = [i for i in range(10) if i != 3]
-    assert diagonal[others].min() > background[0, 1:].max()  # a good diagonal on a dark field
-    has_digits = (cells != cells[..., :1, :1]).any(dim=(0, 3, 4))
-    assert has_digits.all()  # every cell holds a count here (all are non-zero)
-    assert (image[:, :32, 32:] < 1).any() and (image[:, 32:, :32] < 1).any()  # class numbers at the edges
+def read_events(log_dir: str | Path, tag: str) -> tuple[list[np.ndarray], list[str], list[int]]:
+    """Every image of ``tag`` as pixels (H, W, 3) in 0..255, its text entries, and the images' steps."""
+    events = EventAccumulator(str(log_dir), size_guidance={"images": 0, "tensors": 0}).Reload()
+    images = events.Images(tag) if tag in events.Tags()["images"] else []
+    pixels = [
+        np.asarray(Image.open(io.BytesIO(image.encoded_image_string)).convert("RGB")) for image in images
+    ]
+    texts = [event.tensor_proto.string_val[0].decode() for event in events.Tensors(f"{tag}/text_summary")]
+    return pixels, texts, [image.step for image in images]
 
 
-def test_colour_is_the_share_of_the_true_class_so_rare_classes_show_as_clearly() -> None:
-    image = render_confusion_matrix(torch.tensor([[90, 10], [1, 9]]), cell=20)  # both rows: 90 % right
-    corner = image[:, 20::20, 20::20]  # the top-left pixel of each cell, which digits leave free
-    assert torch.allclose(corner[:, 0, 0], corner[:, 1, 1])
-    assert torch.allclose(corner[:, 0, 1], corner[:, 1, 0])
-    assert torch.allclose(corner[:, 0, 0], colormap(torch.tensor(0.9)))
+def viridis(values: torch.Tensor | float) -> np.ndarray:
+    """Matplotlib's viridis colours of values in [0, 1], as uint8 RGB (..., 3)."""
+    return matplotlib.colormaps["viridis"](np.atleast_1d(np.asarray(values)), bytes=True)[..., :3]
 
 
-def test_zero_cells_stay_blank_and_large_matrices_drop_the_digits() -> None:
-    image = render_confusion_matrix(torch.eye(4, dtype=torch.long) * 7, cell=24)
-    zero_cell = image[:, 24:48, 48:72]
-    assert torch.all(zero_cell == zero_cell[:, :1, :1])
-    big = render_confusion_matrix(torch.ones(200, 200, dtype=torch.long))
-    assert big.shape[1] == big.shape[2] <= 500  # bounded size, however many classes
+def confusion_dashboard(
+    tmp_path: Path, targets: torch.Tensor, predictions: torch.Tensor, num_classes: int
+) -> tuple[np.ndarray, str]:
+    """The confusion matrix of one validation batch, as TensorBoard gets it: pixels and text."""
+    logger = TensorBoardLogger(tmp_path, name="", version=0)
+    module: Any = SimpleNamespace(device=torch.device("cpu"), num_classes=num_classes, class_names=None)
+    trainer, callback = fit_trainer(logger), ConfusionMatrixImage()
+    callback.on_validation_epoch_start(trainer, module)
+    callback.on_validation_batch_end(
+        trainer, module, one_hot_logits(predictions, num_classes), (None, targets), 0
+    )
+    callback.on_validation_epoch_end(trainer, module)
+    logger.experiment.flush()
+    (pixels,), (text,), (step,) = read_events(logger.log_dir, "val/confusion_matrix")
+    assert step == 6  # the step of the scalars Lightning logs at the end of this validation
+    return pixels, text
 
 
-def test_the_misclassified_grid_scales_up_normalised_images_with_two_labels() -> None:
-    images = torch.randn(7, 1, 8, 8) * 3 - 1  # normalised: any range, negative values included
-    grid = render_grid(images, torch.arange(7), torch.arange(7).flip(0), tile=64)
-    columns, rows, height, label, pad = 3, 3, 64, 16, 3
-    assert grid.shape == (3, rows * (height + label + pad) + pad, columns * (64 + pad) + pad)
-    assert grid.dtype == torch.float32 and grid.min() >= 0 and grid.max() <= 1
-    first = grid[:, pad : pad + height, pad : pad + 64]
-    pixels = first[:, ::8, ::8]
-    assert torch.equal(first, pixels.repeat_interleave(8, 1).repeat_interleave(8, 2))  # sharp 8x8 blocks
-    stretched = (images[0, 0] - images[0].min()) / (images[0].max() - images[0].min())
-    assert torch.allclose(pixels[0], stretched) and torch.equal(pixels[0], pixels[2])  # grey: R = G = B
-    strip = grid[:, pad + height : pad + height + label, pad : pad + 64]
-    green = (strip[1] > 0.8) & (strip[0] < 0.5)
-    red = (strip[0] > 0.9) & (strip[1] < 0.5)
-    assert green[:, :32].any() and red[:, 32:].any() and not green[:, 32:].any() and not red[:, :32].any()
-    colour = render_grid(torch.rand(2, 3, 5, 5), torch.zeros(2), torch.ones(2))
-    assert colour.shape[0] == 3  # RGB inputs keep their colours
+@pytest.mark.parametrize("num_classes", [2, 10, 200])
+def test_the_confusion_matrix_image_has_one_square_per_cell_in_a_bounded_size(tmp_path, num_classes) -> None:
+    targets = torch.arange(num_classes).repeat(3)
+    pixels, text = confusion_dashboard(tmp_path, targets, targets, num_classes)  # a perfect model
+    side = num_classes * max(1, 256 // num_classes)
+    assert pixels.shape == (side, side, 3)  # follows the number of classes, never far beyond 256 pixels
+    cells = pixels[:: side // num_classes, :: side // num_classes]  # (classes, classes, 3)
+    bright, dark = viridis(1.0), viridis(0.0)
+    assert (cells[np.eye(num_classes, dtype=bool)] == bright).all()  # the diagonal is bright
+    assert (cells[~np.eye(num_classes, dtype=bool)] == dark).all()
+    first_row = "\n| 0 | 3 |" + " 0 |" * (num_classes - 1) + "\n"  # class 0: 3 right, none mistaken
+    assert (first_row in text) == (num_classes <= 30)  # the counts in a table, for few enough classes
+
+
+def test_colour_is_the_share_of_the_true_class_and_the_table_holds_the_counts(tmp_path) -> None:
+    targets = torch.tensor([0] * 100 + [1] * 10)  # class 1 is rare; both are 90 % right
+    predictions = torch.tensor([0] * 90 + [1] * 10 + [0] * 1 + [1] * 9)
+    pixels, text = confusion_dashboard(tmp_path, targets, predictions, 2)
+    cells = pixels[::128, ::128]
+    assert (cells[0, 0] == cells[1, 1]).all() and (cells[0, 1] == cells[1, 0]).all()  # as clearly
+    assert (cells[0, 0] == viridis(0.9)).all() and (cells[0, 1] == viridis(0.1)).all()
+    rows = re.findall(r"^\| (\d) \| (\d+) \| (\d+) \|$", text, flags=re.MULTILINE)
+    assert rows == [("0", "90", "10"), ("1", "1", "9")] and "rows are true classes" in text
+
+
+@pytest.mark.parametrize("inputs", ["images", "rgb images", "table rows"])
+def test_the_misclassified_are_listed_with_true_and_predicted_class_and_shown_if_images(
+    tmp_path, inputs
+) -> None:
+    size = {"images": (12, 1, 8, 8), "rgb images": (12, 3, 5, 5), "table rows": (12, 6)}[inputs]
+    samples = torch.randn(size) * 3 - 1  # normalised: any range, negative values included
+    targets, predictions = torch.arange(12) % 3, torch.tensor([0, 1, 2] * 2 + [1, 2, 0] * 2)  # last 6 wrong
+    logger = TensorBoardLogger(tmp_path, name="", version=0)
+    names = ["cat", "dog", "owl"]
+    module: Any = SimpleNamespace(device=torch.device("cpu"), class_names=names)
+    trainer, callback = fit_trainer(logger), MisclassifiedExamples(max_images=4)
+    trainer.state.fn = "test"
+    callback.on_test_epoch_start(trainer, module)
+    for half in (slice(0, 6), slice(6, 12)):  # two batches
+        logits = one_hot_logits(predictions[half], 3)
+        callback.on_test_batch_end(trainer, module, logits, (samples[half], targets[half]), 0)
+    callback.on_test_epoch_end(trainer, module)
+    logger.experiment.flush()
+    images, (text,), steps = read_events(logger.log_dir, "test/misclassified")
+    assert "6 of 12 test samples misclassified; the first 4" in text  # all counted, 4 kept
+    rows = re.findall(r"^\| (\d+) \| (\w+) \| (\w+) \| 0\.\d\d \|$", text, flags=re.MULTILINE)
+    wrong = range(6, 10)
+    assert rows == [(str(k), names[targets[i]], names[predictions[i]]) for k, i in enumerate(wrong, start=1)]
+    if inputs == "table rows":
+        assert images == []  # nothing to draw
+        return
+    (grid,) = images
+    assert steps == [7]  # the step of the test's scalars: after the fit's last step
+    tile = 64 // size[-1] * size[-1] + 4  # enlarged by repeating pixels, in a frame of 2 on each side
+    assert grid.shape == (tile, 4 * tile, 3)  # one row: up to 8 a row, in the table's order
+    first = grid[2 : tile - 2, 2 : tile - 2].astype(float)
+    scale = 64 // size[-1]
+    assert (first == first[::scale, ::scale].repeat(scale, 0).repeat(scale, 1)).all()  # crisp squares
+    image = samples[6].permute(1, 2, 0).expand(-1, -1, 3)
+    stretched = (image - image.min()) / (image.max() - image.min()) * 255
+    assert np.abs(first[::scale, ::scale] - stretched.numpy()).max() <= 1  # its own range, 0 to 255
 
 
 # The dashboards without a run -------------------------------------------------------------------
@@ -252,7 +295,6 @@ def test_image_callbacks_do_nothing_without_tensorboard_or_during_the_sanity_che
     for loggers in ([], [CSVLogger(tmp_path)]):
         trainer: Any = SimpleNamespace(loggers=loggers, datamodule=None, sanity_checking=False)
         matrix, misclassified = ConfusionMatrixImage(), MisclassifiedExamples()
-        matrix.setup(trainer, module, "fit")
         matrix.on_validation_epoch_start(trainer, module)
         matrix.on_validation_batch_end(trainer, module, logits, batch, 0)
         matrix.on_validation_epoch_end(trainer, module)
@@ -262,14 +304,11 @@ def test_image_callbacks_do_nothing_without_tensorboard_or_during_the_sanity_che
         assert matrix.matrix is None and misclassified.kept == [] and misclassified.wrong is None
 
     logger = TensorBoardLogger(tmp_path / "tb", name="")
-    trainer = SimpleNamespace(loggers=[logger], datamodule=None, sanity_checking=True, is_global_zero=True)
-    matrix = ConfusionMatrixImage()
-    matrix.setup(trainer, module, "fit")
-    assert isinstance(matrix.matrix, MulticlassConfusionMatrix)
+    matrix, trainer = ConfusionMatrixImage(), fit_trainer(logger, sanity_checking=True)
     matrix.on_validation_epoch_start(trainer, module)
     matrix.on_validation_batch_end(trainer, module, logits, batch, 0)
     matrix.on_validation_epoch_end(trainer, module)
-    assert not matrix.matrix.update_called and not (tmp_path / "tb").exists()  # nothing drawn or written
+    assert matrix.matrix is None and not (tmp_path / "tb").exists()  # nothing counted, drawn or written
 
 
 # A real run of the task, through a real TensorBoard server -----------------------------------------
@@ -320,10 +359,17 @@ def test_tensorboard_serves_the_validation_confusion_matrix_of_each_epoch(
     with torch.no_grad():
         matrix = MulticlassConfusionMatrix(NUM_CLASSES)(model(split.images), split.labels)
     assert matrix.trace() == round(val_accuracy[-1][1] * len(split))
-    expected = render_confusion_matrix(matrix).permute(1, 2, 0).numpy()
-    assert pixels.shape == expected.shape and np.abs(pixels - expected).max() <= 1 / 255 + 1e-6
-    legend = tensorboard("/data/plugin/text/text?run=version_0&tag=val/confusion_matrix/text_summary")
-    assert "Rows: true class" in legend[0]["text"]
+    assert pixels.shape == (250, 250, 3)  # a square of 25 pixels per cell
+    shares = matrix / matrix.sum(dim=1, keepdim=True)
+    assert (
+        np.abs(pixels[12::25, 12::25] * 255 - viridis(shares)).max() <= 1
+    )  # each cell: its share of the row
+    texts = tensorboard("/data/plugin/text/text?run=version_0&tag=val/confusion_matrix/text_summary")
+    assert [entry["step"] for entry in texts] == [entry["step"] for entry in steps]
+    rows = [
+        re.findall(r"<td>(\d+)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", texts[-1]["text"], re.S)
+    ]
+    assert [[int(count) for count in row[1:]] for row in rows if row] == matrix.tolist()  # the counts
 
 
 def test_tensorboard_serves_the_misclassified_test_images(run: TrainCLI, tensorboard: Fetch) -> None:
@@ -334,9 +380,7 @@ def test_tensorboard_serves_the_misclassified_test_images(run: TrainCLI, tensorb
     test_accuracy = fetch_scalars(tensorboard, "test/acc")
     assert [entry["step"] for entry in steps] == [step for step, _ in test_accuracy]
     shown = min(wrong, 36)
-    columns = int(np.ceil(np.sqrt(shown)))
-    rows = int(np.ceil(shown / columns))
-    assert pixels.shape == (rows * (64 + 16 + 3) + 3, columns * (64 + 3) + 3, 3)
+    assert pixels.shape == (-(-shown // 8) * 68, min(shown, 8) * 68, 3)  # 8 a row, 64 pixels and a frame
     text = tensorboard("/data/plugin/text/text?run=version_0&tag=test/misclassified/text_summary")[0]["text"]
     assert f"{wrong} of {test_size} test samples misclassified" in text
     rows = re.findall(r"<tr>\s*<td>(\d+)</td>\s*<td>(\d+)</td>\s*<td>(\d+)</td>", text)

@@ -133,6 +133,39 @@ def test_the_figure_keeps_at_most_max_points_and_skips_the_sanity_check() -> Non
     assert torch.equal(pairs[:32], torch.stack([outputs, targets], dim=1))
 
 
+@pytest.mark.parametrize("model", ["right", "constant"])
+def test_the_picture_counts_samples_by_true_and_predicted_value(tmp_path: Path, model: str) -> None:
+    targets = torch.linspace(-2, 2, 640)
+    outputs = targets.clone() if model == "right" else torch.zeros(640)
+    logger = TensorBoardLogger(tmp_path, name="", version=0)
+    trainer: Any = SimpleNamespace(
+        loggers=[logger],
+        sanity_checking=False,
+        is_global_zero=True,
+        global_step=3,
+        state=SimpleNamespace(fn="fit"),
+    )
+    callback = PredictedAgainstTrue(bins=16)
+    callback.on_validation_epoch_start(trainer, None)  # type: ignore[arg-type]
+    callback.on_validation_batch_end(trainer, None, outputs, (None, targets), 0)  # type: ignore[arg-type]
+    callback.on_validation_epoch_end(trainer, None)  # type: ignore[arg-type]
+    logger.experiment.flush()
+    events = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "tensors": 0}).Reload()
+    (image,) = events.Images("val/predicted_vs_true")
+    assert image.step == 2  # the step of the scalars Lightning logs at the end of this validation
+    pixels = np.asarray(Image.open(io.BytesIO(image.encoded_image_string)).convert("RGB"))
+    assert pixels.shape == (256, 256, 3)  # 16 bins of 16 pixels
+    assert (pixels[255 - np.arange(256), np.arange(256)] == 255).all()  # the white line: predicted = true
+    empty = pixels[::16, ::16] == pixels[0, 0]  # each bin's corner, off the line; top left: none there
+    filled = np.argwhere(~empty.all(axis=-1))  # (row from the top, column) of the bins with samples
+    rows, columns = filled[:, 0], filled[:, 1]
+    assert sorted(columns) == list(range(16))  # true values across the whole width
+    expected_rows = 15 - columns if model == "right" else np.full(16, 7)  # on the diagonal, or at 0
+    assert (rows == expected_rows).all()
+    (text,) = events.Tensors("val/predicted_vs_true/text_summary")
+    assert "both from -2 (bottom left) to 2" in text.tensor_proto.string_val[0].decode()
+
+
 def test_the_predicted_against_true_figure_is_drawn_into_tensorboard_after_each_validation(
     tmp_path: Path,
 ) -> None:
@@ -145,9 +178,11 @@ def test_the_predicted_against_true_figure_is_drawn_into_tensorboard_after_each_
     images = events.Images("val/predicted_vs_true")
     assert [image.step for image in images] == [scalar.step for scalar in events.Scalars("val/loss")]
     assert len(images) == 2  # one per epoch, none for the sanity check
-    pixels = np.asarray(Image.open(io.BytesIO(images[-1].encoded_image_string)).convert("L"))
-    assert pixels.shape == (400, 400)  # 4 x 4 inches at 100 dpi
-    assert (pixels < 128).mean() > 0.005  # points, axes and labels drawn on the white page
+    pixels = np.asarray(Image.open(io.BytesIO(images[-1].encoded_image_string)).convert("RGB"))
+    assert pixels.shape == (256, 256, 3)  # 64 x 64 bins of 4 x 4 pixels
+    texts = events.Tensors("val/predicted_vs_true/text_summary")
+    assert [text.step for text in texts] == [image.step for image in images]  # the axes' range beside it
+    assert "predicted along y" in texts[-1].tensor_proto.string_val[0].decode()
 
     # Without TensorBoard: nothing drawn, and nothing fails.
     csv = CSVLogger(tmp_path / "csv")
