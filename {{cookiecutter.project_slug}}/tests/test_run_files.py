@@ -231,13 +231,16 @@ def drawn_epochs(monkeypatch: pytest.MonkeyPatch) -> list[list[float]]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop", ["after epoch 1", "during epoch 2"])
+@pytest.mark.parametrize("stop", ["after epoch 1", "after epoch 1, saved in validation", "during epoch 2"])
 def test_a_resumed_run_keeps_the_epochs_before_its_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop: str
 ) -> None:
     """Stopped with Ctrl-C, then resumed from its checkpoint into its own directory and into another
-    one: epochs.csv, curves.png and the summary hold every epoch of the run, each once."""
-    if stop == "after epoch 1":  # at the start of epoch 2: last.ckpt holds epochs 0 and 1
+    one: epochs.csv, curves.png and the summary hold every epoch of the run, each once. A checkpoint
+    saved during validation (val_check_interval) lacks its epoch's row: only its own directory has it."""
+    in_validation = "validation" in stop
+    resumed = (*RESUMED, "--trainer.val_check_interval", "3") if in_validation else RESUMED
+    if stop.startswith("after epoch 1"):  # at the start of epoch 2: last.ckpt holds epochs 0 and 1 (or 0)
 
         def on_train_epoch_start(self: L.LightningModule) -> None:
             if self.current_epoch == 2:
@@ -256,7 +259,7 @@ def test_a_resumed_run_keeps_the_epochs_before_its_checkpoint(
         monkeypatch.setattr(TASK, "training_step", interrupted)
         name = "interrupted.ckpt"
     with pytest.raises(SystemExit):
-        train(tmp_path / "runs", *RESUMED)
+        train(tmp_path / "runs", *resumed)
     monkeypatch.undo()
     stopped = tmp_path / "runs" / "version_0"
     before = read_rows(stopped)
@@ -264,9 +267,11 @@ def test_a_resumed_run_keeps_the_epochs_before_its_checkpoint(
     checkpoint = stopped / "checkpoints" / name
     elsewhere = shutil.copy(checkpoint, tmp_path / "stopped.ckpt")  # not of the experiment: a new directory
 
-    for root, ckpt_path in ((tmp_path / "other", elsewhere), (tmp_path / "runs", checkpoint)):
+    own = (tmp_path / "runs", checkpoint)
+    resumes = [own] if in_validation else [(tmp_path / "other", elsewhere), own]
+    for root, ckpt_path in resumes:
         lines = drawn_epochs(monkeypatch)
-        cli = train(root, *RESUMED, "--ckpt_path", str(ckpt_path))
+        cli = train(root, *resumed, "--ckpt_path", str(ckpt_path))
         monkeypatch.undo()
         directory = Path(cli.trainer.log_dir)
         assert directory == (stopped if root == tmp_path / "runs" else root / "version_0")
