@@ -334,6 +334,19 @@ def test_a_class_path_that_does_not_import_is_named(
     assert error == f"{key}: class_path '{class_path}' does not import: No module named 'nowhere'"
 
 
+@pytest.mark.parametrize("key", ["model", "data", "model.net", "model.optimizer", "model.scheduler"])
+@pytest.mark.parametrize("flag", ["{key}", "{key}.class_path"], ids=["value", "class_path"])
+def test_a_class_its_module_lacks_is_named_not_the_class_around_it(
+    run_cli: RunCLI, capsys, tmp_path: Path, data_reads: list[str], key: str, flag: str
+) -> None:
+    args = ("--" + flag.format(key=key), "torch.nn.Nope", *TINY_RUN)
+    error = stops_before_any_work(run_cli, capsys, tmp_path, data_reads, *args)
+    assert (
+        error
+        == f"{key}: class_path 'torch.nn.Nope' does not import: module 'torch.nn' has no attribute 'Nope'"
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "named"),
     [

@@ -1,30 +1,33 @@
-"""``python train.py --help``: the keys a project sets, not the Trainer's hundreds.
+"""``python train.py --help``: the keys ``configs/default.yaml`` sets, as these flags resolve them.
 
-LightningCLI's own help runs to about a thousand lines, most of them Trainer options and the
-names of every ``nn.Module`` a network could be; it stays reachable as ``--help all``. This one
-lists the keys that ``configs/default.yaml`` sets, with the values they resolve to for the given
-flags and ``--config`` files, and says where the rest are.
-"""
+Ours because LightningCLI's help is about a thousand lines of Trainer options; it stays as ``--help all``."""
 
 from collections.abc import Iterator
 from typing import Any
 
 import yaml
 
-OPTIONS = (
-    ("--config FILE", "a YAML file layered on configs/default.yaml (repeatable)"),
-    ("--print_config", "the resolved config, without running"),
-    ("--seed_everything N", "one seed for Python, NumPy, torch and every worker"),
-    ("--ckpt_path PATH|last", "the checkpoint to resume, evaluate or predict with"),
-    ("--predict_path FILE", "predict and write a CSV file (with --predict_overwrite true to replace it)"),
-    ("--collective_timeout S", "seconds a collective may wait under several processes"),
-)
-COMMANDS = (
-    ("(none)", "fit, then test the best checkpoint"),
-    ("fit", "fit only"),
-    ("validate | test", "evaluate --ckpt_path on the val or test split"),
-    ("predict", "write --predict_path with --ckpt_path"),
-)
+TEXT = """usage: python {prog} [fit|validate|test|predict] [--config FILE] [--KEY VALUE ...]
+
+Commands:
+  (none)                 fit, then test the best checkpoint
+  fit                    fit only
+  validate | test        evaluate --ckpt_path on the val or test split
+  predict                write --predict_path with --ckpt_path
+
+Options:
+  --config FILE          a YAML file layered on configs/default.yaml (repeatable)
+  --print_config         the resolved config, without running
+  --seed_everything N    one seed for Python, NumPy, torch and every worker
+  --ckpt_path PATH|last  the checkpoint to resume, evaluate or predict with
+  --predict_path FILE    predict and write a CSV file (with --predict_overwrite true to replace it)
+  --collective_timeout S seconds a collective may wait under several processes
+
+Keys set by configs/default.yaml, as resolved here (override any with --KEY VALUE):
+{keys}
+
+More: --model.net.help CLASS, --model.optimizer.help CLASS, --data.help CLASS list a class's
+arguments; python {prog} --help all lists every key, the Trainer's too (--trainer.*)."""
 
 
 def flat(config: dict[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -44,15 +47,5 @@ def shown(value: Any) -> str:
 def short_help(default_config: dict[str, Any], resolved: dict[str, Any], prog: str = "train.py") -> str:
     """The help text: commands, the CLI's own options, then every key the default config sets."""
     values = dict(flat(resolved))
-    keys = [key for key, _ in flat(default_config) if key in values and key.split(".")[0] != "ckpt_path"]
-    lines = [f"usage: python {prog} [fit|validate|test|predict] [--config FILE] [--KEY VALUE ...]", ""]
-    lines += ["Commands:", *(f"  {name:<22} {what}" for name, what in COMMANDS), ""]
-    lines += ["Options:", *(f"  {name:<22} {what}" for name, what in OPTIONS), ""]
-    lines += ["Keys set by configs/default.yaml, as resolved here (override any with --KEY VALUE):"]
-    lines += [f"  --{key} {shown(values[key])}" for key in keys]
-    lines += [
-        "",
-        "More: --model.net.help CLASS, --model.optimizer.help CLASS, --data.help CLASS list a class's",
-        f"arguments; python {prog} --help all lists every key, the Trainer's too (--trainer.*).",
-    ]
-    return "\n".join(lines)
+    keys = [key for key, _ in flat(default_config) if key in values and key != "ckpt_path"]
+    return TEXT.format(prog=prog, keys="\n".join(f"  --{key} {shown(values[key])}" for key in keys))
