@@ -1,15 +1,7 @@
-"""Export a trained network for inference without Lightning: ONNX, TorchScript or ``torch.export``.
+"""Export a checkpoint's network for inference without Lightning: ONNX, TorchScript or ``torch.export``.
 
-    python export.py --ckpt_path CHECKPOINT --format onnx
-
-The network is rebuilt from the checkpoint's hyperparameters, switched to eval mode (dropout off,
-batch-norm statistics frozen) and exported alone, without loss, metrics or optimizer, with a
-dynamic batch dimension. The written file is then loaded back the way a deployment would load it,
-and its outputs are compared with the PyTorch network's on batches of other sizes than the one it
-was exported with. A mismatch deletes the file and exits with status 1.
-
-The file is written beside its place and renamed there once it passed the check: an existing one
-(replaced only with ``--overwrite``) stays whole until then, and the checkpoint is never written over.
+The file is written beside ``--output``, loaded back as a deployment would and compared with the PyTorch
+network on other batch sizes than the exported one; only then does it take ``--output``'s place.
 """
 
 import argparse
@@ -24,7 +16,7 @@ from typing import NoReturn
 
 import lightning as L
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from {{ cookiecutter.package_name }}.engine.run_files import unwritable
 from {{ cookiecutter.package_name }}.engine.sizes import load_module
@@ -36,7 +28,8 @@ EXAMPLE_BATCH_SIZE = 2
 PARITY_BATCH_SIZES = (1, 16)
 """Neither is the example's size, so the check also proves that the batch dimension is dynamic."""
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "torch_export": ".pt2"}
-INSTALL_EXPORT = 'pip install -e ".[export]"'
+INSTALL = 'pip install -e ".[export]"'
+DYNAMIC_BATCH = ({0: torch.export.Dim("batch")},)
 
 Runner = Callable[[Tensor], Tensor]
 
@@ -51,76 +44,60 @@ class ExportError(Exception):
 
 @contextmanager
 def quiet() -> Iterator[None]:
-    """Silences what the exporters say about PyTorch itself on every call, whatever the model."""
+    """Silences what the exporters say on every call about PyTorch itself, whatever the model."""
     onnx_logger = logging.getLogger("torch.onnx")  # e.g. that torchvision's operators are not installed
     level = onnx_logger.level
     onnx_logger.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            # TorchScript is deprecated in favour of torch.export, yet it is what LibTorch (C++) loads.
-            warnings.filterwarnings("ignore", message=r"`torch\.jit\.\w+` is deprecated")
+        with warnings.catch_warnings():  # TorchScript is deprecated, yet it is what LibTorch (C++) loads
+            warnings.filterwarnings("ignore", message=r"`(torch\.jit\.\w+|LightningModule\.to_torchscript)`")
             warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
             yield
     finally:
         onnx_logger.setLevel(level)
 
 
-def batch_dimension() -> dict[int, torch.export.Dim]:
-    return {0: torch.export.Dim("batch")}
+def to_torchscript(net: L.LightningModule, example: Tensor, path: Path) -> Runner:
+    """Traced, which suits networks without branches; Lightning's method keeps the tracer off its Trainer."""
+    net.to_torchscript(path, method="trace", example_inputs=example)
+    return torch.jit.load(path, map_location="cpu")
 
 
-def to_torchscript(net: nn.Module, example: Tensor, path: Path) -> Runner:
-    """Traced: records the tensor operations of one call, which suits networks without branches.
-    A LightningModule traces through its own ``to_torchscript``, which skips its Trainer."""
-    if isinstance(net, L.LightningModule):
-        traced = net.to_torchscript(method="trace", example_inputs=example)
-    else:
-        traced = torch.jit.trace(net, example)
-    torch.jit.save(traced, str(path))
-    return torch.jit.load(str(path), map_location="cpu")
-
-
-def to_torch_export(net: nn.Module, example: Tensor, path: Path) -> Runner:
-    program = torch.export.export(net, (example,), dynamic_shapes=(batch_dimension(),))
-    torch.export.save(program, path)
+def to_torch_export(net: L.LightningModule, example: Tensor, path: Path) -> Runner:
+    torch.export.save(torch.export.export(net, (example,), dynamic_shapes=DYNAMIC_BATCH), path)
     return torch.export.load(path).module()
 
 
-def to_onnx(net: nn.Module, example: Tensor, path: Path) -> Runner:
-    """The ``torch.export``-based exporter; the input is named ``input``, the output as the task says
-    (its ``output_name``: ``logits``, ``prediction``), else ``output``."""
+def to_onnx(net: L.LightningModule, example: Tensor, path: Path) -> Runner:
+    """Its input is named ``input``, its output as the task says (``output_name``), else ``output``."""
     try:
         import onnxruntime
         import onnxscript  # noqa: F401  (the exporter needs it)
     except ImportError as error:
-        raise ExportError(f"format onnx needs the '{error.name}' package: {INSTALL_EXPORT}") from None
-    torch.onnx.export(
-        net,
-        (example,),
-        str(path),
+        raise ExportError(f"format onnx needs the '{error.name}' package: {INSTALL}") from None
+    net.to_onnx(
+        path,
+        example,
         dynamo=True,
         input_names=["input"],
         output_names=[getattr(net, "output_name", "output")],
-        dynamic_shapes=(batch_dimension(),),
+        dynamic_shapes=DYNAMIC_BATCH,
         external_data=False,  # the weights inside the one file
-        verbose=False,
     )
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return lambda x: torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
 
 
-EXPORTERS: dict[str, Callable[[nn.Module, Tensor, Path], Runner]] = {
+EXPORTERS: dict[str, Callable[[L.LightningModule, Tensor, Path], Runner]] = {
     "onnx": to_onnx,
     "torchscript": to_torchscript,
     "torch_export": to_torch_export,
 }
 
 
-def load_network(ckpt_path: Path) -> tuple[nn.Module, Tensor]:
-    """The checkpoint's module, whatever its class, in eval mode, and the example inputs it keeps;
-    what is exported is its ``forward``."""
+def load_network(ckpt_path: Path) -> tuple[L.LightningModule, Tensor]:
+    """The checkpoint's module in eval mode, uncompiled for the exporters to trace, and its example inputs."""
     try:
-        # Uncompiled: exporters trace the network's own code. The weights are the same.
         model = load_module(ckpt_path, compile=False)
         examples = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("example_input_array")
     except Exception as error:  # a file of any other kind fails in many ways: name the first
@@ -137,35 +114,23 @@ def batch_of(examples: Tensor, size: int) -> Tensor:
     return examples[torch.arange(size) % len(examples)]
 
 
-def check_parity(net: nn.Module, runner: Runner, examples: Tensor) -> float:
+def check_parity(net: L.LightningModule, runner: Runner, examples: Tensor) -> float:
     """The largest absolute difference between the exported and the PyTorch outputs, or an error."""
     largest = 0.0
     for size in PARITY_BATCH_SIZES:
         inputs = batch_of(examples.flip(0), size)  # other inputs than the exported example's
-        with torch.no_grad():
-            expected, actual = net(inputs), runner(inputs)
-        if actual.shape != expected.shape:
-            shapes = f"{tuple(actual.shape)}, not {tuple(expected.shape)}"
-            raise ExportError(f"parity: the exported model's outputs have shape {shapes}, for {size} inputs")
-        difference = (actual - expected).abs().max().item()
-        if not torch.allclose(actual, expected, atol=ATOL, rtol=RTOL):
-            raise ExportError(
-                f"parity: the exported model differs from the PyTorch one by up to {difference:.3g}"
-                f" on a batch of {size} (atol {ATOL}, rtol {RTOL})"
-            )
-        largest = max(largest, difference)
+        expected, actual = net(inputs), runner(inputs)
+        try:
+            torch.testing.assert_close(actual, expected, atol=ATOL, rtol=RTOL)
+        except AssertionError as error:
+            found = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+            raise ExportError(f"parity: the exported model differs on a batch of {size}: {found}") from None
+        largest = max(largest, (actual - expected).abs().max().item())
     return largest
 
 
-def partial_path(output: Path) -> Path:
-    """Where the file is written before it is checked: beside ``output``, with its suffix (the
-    exporters and their loaders go by it), hidden."""
-    return output.with_name(f".{output.stem}.partial{output.suffix}")
-
-
 def output_problem(ckpt_path: Path, output: Path, overwrite: bool) -> str | None:
-    """The one-line error for an output path that would destroy something or cannot be written
-    (``run_files.unwritable``), or None."""
+    """The one-line error for an output path that would destroy a file or cannot be written, or None."""
     if output.exists() and ckpt_path.exists() and output.samefile(ckpt_path):
         return f"output: '{output}' is the checkpoint itself (--ckpt_path); name another file with --output"
     if output.is_dir():
@@ -178,9 +143,9 @@ def output_problem(ckpt_path: Path, output: Path, overwrite: bool) -> str | None
 
 @contextmanager
 def written_beside(output: Path) -> Iterator[Path]:
-    """A path to write, renamed to ``output`` when the block ends; an error (a failed check, Ctrl-C)
-    removes it and leaves ``output`` as it was."""
-    partial = partial_path(output)
+    """A hidden path beside ``output``, renamed to it at the end or removed on an error (a failed check,
+    Ctrl-C). Not ``checkpoint_io.replacing``: exporters need a path with the suffix, not a handle."""
+    partial = output.with_name(f".{output.stem}.partial{output.suffix}")
     try:
         yield partial
         os.replace(partial, output)
@@ -189,31 +154,16 @@ def written_beside(output: Path) -> Iterator[Path]:
         raise
 
 
-def export(
-    ckpt_path: Path, format: str, output: Path | None = None, overwrite: bool = False
-) -> tuple[Path, float]:
-    """Writes the network of ``ckpt_path`` as ``format``; returns the file and the parity gap.
-
-    ``output`` defaults to the checkpoint's path with the format's suffix; an existing file there is
-    an error unless ``overwrite``, and the checkpoint itself always is.
-    """
-    output = output or ckpt_path.with_suffix(SUFFIXES[format])
-    if problem := output_problem(ckpt_path, output, overwrite):
-        raise ExportError(problem, status=2)
-    net, examples = load_network(ckpt_path)
-    with quiet(), torch.no_grad(), written_beside(output) as partial:
-        runner = EXPORTERS[format](net, batch_of(examples, EXAMPLE_BATCH_SIZE), partial)
-        difference = check_parity(net, runner, examples)
-    return output, difference
-
-
 class OneLineParser(argparse.ArgumentParser):
+    """Reports a bad argument in one line, not after argparse's usage text."""
+
     def error(self, message: str) -> NoReturn:
         sys.stderr.write(f"error: {message}\n(for the arguments: {self.prog} --help)\n")
         raise SystemExit(2)
 
 
 def main(args: list[str] | None = None) -> Path:
+    """Writes the checkpoint's network as ``--format`` and returns the file; exit status 2 for bad input."""
     parser = OneLineParser(
         prog="python export.py",
         description="Export the network of a checkpoint and check that the file computes the same outputs.",
@@ -225,17 +175,20 @@ def main(args: list[str] | None = None) -> Path:
     options = parser.parse_args(args)
     if not options.ckpt_path.is_file():
         parser.error(f"ckpt_path: no checkpoint file at '{options.ckpt_path}'")
+    output = options.output or options.ckpt_path.with_suffix(SUFFIXES[options.format])
     try:
-        path, difference = export(options.ckpt_path, options.format, options.output, options.overwrite)
+        if problem := output_problem(options.ckpt_path, output, options.overwrite):
+            raise ExportError(problem, status=2)
+        net, examples = load_network(options.ckpt_path)
+        with quiet(), torch.no_grad(), written_beside(output) as partial:
+            runner = EXPORTERS[options.format](net, batch_of(examples, EXAMPLE_BATCH_SIZE), partial)
+            difference = check_parity(net, runner, examples)
     except ExportError as error:
         sys.stderr.write(f"error: {error}\n")
         raise SystemExit(error.status) from None
+    sizes = " and ".join(map(str, PARITY_BATCH_SIZES))
     print(
-        f"Exported {path} ({options.format}). Outputs match the PyTorch model within atol {ATOL}, rtol {RTOL}"
-        f" on batches of {' and '.join(map(str, PARITY_BATCH_SIZES))} (largest difference {difference:.2g})."
+        f"Exported {output} ({options.format}). Outputs match the PyTorch model within atol {ATOL}, rtol"
+        f" {RTOL} on batches of {sizes} (largest difference {difference:.2g})."
     )
-    return path
-
-
-if __name__ == "__main__":
-    main()
+    return output

@@ -1,9 +1,5 @@
-"""The search space file (``configs/search_space.yaml``): what ``tune.py`` varies, and over which ranges.
-
-Each entry of ``params`` names a config key and the arguments of Optuna's ``trial.suggest_<type>``;
-the sampled values reach the training CLI as ordinary ``--key=value`` flags. What scores a trial is
-not in this file: it is the training config's ``monitor`` and ``monitor_mode``.
-"""
+"""The search space file (``configs/search_space.yaml``): which config keys ``tune.py`` varies, and how;
+each ``params`` entry holds the arguments of Optuna's ``trial.suggest_<type>``."""
 
 import dataclasses
 import json
@@ -12,6 +8,7 @@ from typing import Any
 
 import optuna
 import yaml
+from jsonargparse import Namespace
 from optuna.trial import FixedTrial
 
 SCORED_BY = (
@@ -39,15 +36,15 @@ class SearchSpace:
 
     @classmethod
     def load(cls, path: Path, **overrides: Any) -> "SearchSpace":
+        """The file, with the command line's ``overrides`` that are not None."""
         try:
-            content = yaml.safe_load(path.read_text(encoding="utf-8"))
             given = {key: value for key, value in overrides.items() if value is not None}
-            space = cls(**{**content, **given})
+            space = cls(**(yaml.safe_load(path.read_text(encoding="utf-8")) or {}) | given)
         except (OSError, yaml.YAMLError, TypeError) as error:  # unreadable; an entry unknown or missing
             problem = str(error).split("__init__() ")[-1]
-            moved = next((key for key in ("metric", "direction") if f"'{key}'" in problem), None)
-            if moved is not None:  # the entries of earlier versions
-                problem = f"{moved}: {SCORED_BY}"
+            moved = [key for key in ("metric", "direction") if f"'{key}'" in problem]
+            if moved:  # the entries of earlier versions
+                problem = f"{moved[0]}: {SCORED_BY}"
             raise SearchSpaceError(f"{path}: {problem}") from None
         varied = [key for key in space.params or {} if key in ("monitor", "monitor_mode")]
         if varied:
@@ -60,11 +57,8 @@ class SearchSpace:
         return Path(self.log_dir) / self.study_name
 
     def suggest(self, trial: optuna.Trial | None = None) -> dict[str, Any]:
-        """``trial.suggest_<type>(key, **rest of the entry)`` for each entry of ``params``.
-
-        Without a trial: each entry's first choice or ``low`` end, checked by Optuna as a trial's
-        values are, so that a wrong entry is named before the study starts.
-        """
+        """Each entry's ``trial.suggest_<type>``; without a trial, its first choice or ``low`` end, checked
+        by Optuna as a trial's values are, so that a wrong entry is named before the study starts."""
         values = {}
         for key, spec in self.params.items():
             arguments = dict(spec) if isinstance(spec, dict) else {}
@@ -83,12 +77,5 @@ def flags(values: dict[str, Any]) -> list[str]:
 
 
 def nested(values: dict[str, Any]) -> dict[str, Any]:
-    """``{"model.lr": 0.1}`` as ``{"model": {"lr": 0.1}}``, the shape of a config file."""
-    tree: dict[str, Any] = {}
-    for key, value in values.items():
-        *parents, leaf = key.split(".")
-        node = tree
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return tree
+    """Dotted keys (``model.lr``) as nested mappings (``model: lr: ...``), the shape of a config file."""
+    return Namespace(**values).as_dict()

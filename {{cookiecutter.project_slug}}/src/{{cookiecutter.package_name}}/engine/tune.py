@@ -1,17 +1,12 @@
 """Hyperparameter search: ``python tune.py [--space FILE] [--n-trials N] [-- TRAINING FLAGS ...]``.
 
-Each trial is an ordinary run of ``cli.main``, the code path of ``train.py``, with the sampled
-values as ``--key=value`` flags: it is configured, checked, logged and checkpointed like any run.
-The study lives in a database, so a search that is stopped or killed continues where it was when
-the same command runs again, and processes pointed at the same storage share its trials. A trial's
-score is the metric that the training config monitors (``monitor``, ``monitor_mode``): the one that
-picks its best checkpoint and stops it early, whatever the task.
+Each trial is a run of ``cli.main`` (``train.py``) with the sampled values as flags, scored by the config's
+``monitor``; the study lives in a database, so the same command continues a stopped or killed search.
 """
 
 import argparse
 import contextlib
 import dataclasses
-import functools
 import io
 import math
 import shlex
@@ -34,47 +29,37 @@ from {{ cookiecutter.package_name }}.engine.search_space import SearchSpace, Sea
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 LOCK_WAIT_S = 60
-"""How long a worker waits for another that holds the SQLite file's lock (sqlite3's default: 5 s); a
-trial's own writes take milliseconds, so only a stuck or overloaded worker holds it this long."""
+"""How long to wait for another worker's SQLite lock: sqlite3's 5 s is too short for a loaded worker."""
+STORAGE_ERRORS = (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError)
 
 
 class StorageLockedError(BaseException):
-    """The SQLite file stayed locked longer than ``LOCK_WAIT_S``.
+    """SQLite stayed locked past ``LOCK_WAIT_S``. Not an ``Exception``: Optuna would record that as the
+    trial's failure in the locked storage, with a traceback for each failed write."""
 
-    A ``BaseException``, as ``SystemExit`` is: Optuna catches any ``Exception`` of a trial and then
-    writes the failure to the storage, which is locked, and reports each failed write with a traceback.
-    """
+    def __init__(self, storage: str) -> None:
+        super().__init__(
+            f"storage {storage}: the database is locked: another process has held it for more than"
+            f" {LOCK_WAIT_S} s. Run the same command again once it is free (the study continues), or give"
+            " many workers a server database (--storage postgresql://...)"
+        )
 
 
-def locked(error: BaseException) -> bool:
+def locked(error: BaseException | None) -> bool:
     """Whether SQLite's lock stopped a storage call, under SQLAlchemy's and Optuna's wrappers."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if "database is locked" in str(cause):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
-
-
-def locked_message(storage: str) -> str:
-    return (
-        f"storage {storage}: the database is locked: another process has held it for more than"
-        f" {LOCK_WAIT_S} s. Run the same command again once it is free (the study continues), or give"
-        " many workers a server database (--storage postgresql://...)"
-    )
+    while error is not None and "database is locked" not in str(error):
+        error = error.__cause__ or error.__context__
+    return error is not None
 
 
 class PatientStorage(optuna.storages.RDBStorage):
-    """Optuna's database storage, whose heartbeat skips a beat while the SQLite file is locked.
-
-    The heartbeat runs in a thread of its own, where a failed write would print a traceback and end
-    it; the next beat tries again, and a trial is only given up after two silent intervals.
-    """
+    """Optuna's storage, whose heartbeat thread skips a beat on a locked SQLite file instead of dying
+    with a traceback; a trial is only given up after two silent intervals."""
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
             super().record_heartbeat(trial_id)
-        except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as error:
+        except STORAGE_ERRORS as error:
             if not locked(error):
                 raise
 
@@ -90,21 +75,13 @@ class Objective:
     metric: str
     direction: str  # minimize | maximize, as Optuna says it
 
-    @classmethod
-    def of(cls, config: dict[str, Any]) -> "Objective":
-        """The objective of a resolved training config (``--print_config``): its ``monitor``."""
-        return cls(config["monitor"], "maximize" if config["monitor_mode"] == "max" else "minimize")
-
     def __str__(self) -> str:
         return f"{self.metric} ({self.direction})"
 
 
 class ReportToTrial(Callback):
-    """Reports the metric to the trial after each validation and ends the trial when the pruner says so.
-
-    Optuna's own Lightning callback lives in ``optuna-integration``, which pins Lightning versions;
-    these few lines need neither. The best value over the epochs is the trial's score.
-    """
+    """Reports each validation's metric to the trial, prunes it, keeps the best value as its score.
+    Ours: Optuna's own callback (``optuna-integration``) pins Lightning versions and is not installed."""
 
     def __init__(self, trial: optuna.Trial, objective: Objective) -> None:
         self.trial = trial
@@ -134,8 +111,7 @@ class ReportToTrial(Callback):
 
 
 def resolve(default_config: Path, args: list[str]) -> dict[str, Any]:
-    """A trial's config, resolved from its flags without training: a wrong key stops the search
-    before the study starts, and the config says what the trials are scored by."""
+    """A trial's config resolved without training: a wrong key stops the search before it starts."""
     with contextlib.redirect_stdout(io.StringIO()) as printed:
         try:
             train(default_config, [*args, "--print_config"])
@@ -155,12 +131,10 @@ def open_study(space: SearchSpace, objective: Objective) -> optuna.Study:
     except (KeyError, AttributeError, TypeError, ValueError) as error:
         raise SearchSpaceError(f"pruner: {error!r} (name: a class in optuna.pruners)") from None
     try:
-        with warnings.catch_warnings():
-            # Heartbeats tell a trial whose process died from a running one; Optuna marks the
-            # argument experimental, not the feature unreliable.
+        with warnings.catch_warnings():  # Optuna calls heartbeats experimental, not unreliable
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            # SQLite: wait for a lock as long as a trial's writes may need, not sqlite3's 5 s.
-            waits = {"connect_args": {"timeout": LOCK_WAIT_S}} if space.storage.startswith("sqlite") else {}
+            timeout = {"timeout": LOCK_WAIT_S}
+            waits = {"connect_args": timeout} if space.storage.startswith("sqlite") else {}
             storage = PatientStorage(
                 space.storage, engine_kwargs=waits, heartbeat_interval=space.heartbeat_seconds
             )
@@ -171,8 +145,7 @@ def open_study(space: SearchSpace, objective: Objective) -> optuna.Study:
             pruner=pruner,
             load_if_exists=True,
         )
-        # Optuna loads a study as it was created, whatever direction is asked for now: a study's
-        # trials are comparable only under one objective, which it records at its start.
+        # Optuna loads a study with the direction it was created with, whatever is asked now.
         scored = Objective(study.user_attrs.get("monitor", objective.metric), study.direction.name.lower())
         if scored != objective:
             raise SearchSpaceError(
@@ -180,12 +153,11 @@ def open_study(space: SearchSpace, objective: Objective) -> optuna.Study:
                 f" this config by {objective}: name a new study (--study-name), or set monitor and"
                 " monitor_mode as the study has them"
             )
-        if "monitor" not in study.user_attrs:
-            study.set_user_attr("monitor", objective.metric)
+        study.set_user_attr("monitor", objective.metric)
         return study
     except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as error:
         if locked(error):
-            raise StorageLockedError(locked_message(space.storage)) from None
+            raise StorageLockedError(space.storage) from None
         raise SearchSpaceError(
             f"study {space.study_name!r} in {space.storage}: {error}".splitlines()[0]
         ) from None
@@ -199,16 +171,15 @@ def run_trial(
     values = {**space.fixed, **space.suggest(trial), "trainer.default_root_dir": str(root)}
     reporter = ReportToTrial(trial, objective)
     try:
-        # One device per trial unless the flags say otherwise: Lightning would launch several by
-        # running tune.py's own command line again. (To use several GPUs, run one tune.py per GPU.)
+        # One device unless the flags say otherwise: Lightning would launch more by rerunning tune.py.
         train(default_config, ["--trainer.devices", "1", *extra, *flags(values)], callbacks=[reporter])
     except SystemExit as stop:
         if reporter.diverged:  # too high a learning rate is a bad trial, not a broken search
             raise optuna.TrialPruned("the training loss diverged") from None
         raise TrainingExitError(stop.code) from None
-    except (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError) as error:
-        if locked(error):  # reporting to the trial (or sampling) timed out: the trial stays unfinished
-            raise StorageLockedError(locked_message(space.storage)) from None
+    except STORAGE_ERRORS as error:
+        if locked(error):  # reporting to the trial timed out: the trial stays unfinished
+            raise StorageLockedError(space.storage) from None
         raise
     if reporter.best is None:
         raise SearchSpaceError(f"monitor: no validation ran, so {objective.metric!r} has no value")
@@ -245,7 +216,8 @@ def main(default_config: Path, default_space: Path, argv: list[str] | None = Non
             options.space, n_trials=options.n_trials, storage=options.storage, study_name=options.study_name
         )
         config = resolve(default_config, [*extra, *flags({**space.fixed, **space.suggest()})])
-        objective = Objective.of(config)
+        direction = "maximize" if config["monitor_mode"] == "max" else "minimize"
+        objective = Objective(config["monitor"], direction)
         study = open_study(space, objective)
         done = len(study.get_trials(deepcopy=False, states=FINISHED))
         print(
@@ -253,12 +225,12 @@ def main(default_config: Path, default_space: Path, argv: list[str] | None = Non
             f" {done} of {space.n_trials} trials finished"
         )
         if done < space.n_trials:
-            # MaxTrialsCallback stops once all processes on this storage together have n_trials.
-            stop = MaxTrialsCallback(space.n_trials, states=FINISHED)
-            run = functools.partial(
-                run_trial, space=space, objective=objective, default_config=default_config, extra=extra
+            study.optimize(
+                lambda trial: run_trial(trial, space, objective, default_config, extra),
+                n_trials=space.n_trials - done,
+                # Stops once all processes on this storage together have n_trials.
+                callbacks=[MaxTrialsCallback(space.n_trials, states=FINISHED)],
             )
-            study.optimize(run, n_trials=space.n_trials - done, callbacks=[stop])
     except SearchSpaceError as error:
         sys.stderr.write(f"error: {error}\n")
         raise SystemExit(2) from None
@@ -268,9 +240,9 @@ def main(default_config: Path, default_space: Path, argv: list[str] | None = Non
             sys.stderr.write("The search stopped; the same command continues the study.\n")
         raise SystemExit(code) from None
     except (StorageLockedError, Exception) as error:  # Optuna's own handling may fail on the lock too
-        if not isinstance(error, StorageLockedError) and not locked(error):
+        if not locked(error):
             raise
-        sys.stderr.write(f"error: {locked_message(space.storage)}\n")
+        sys.stderr.write(f"error: {StorageLockedError(space.storage)}\n")
         raise SystemExit(1) from None
     if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         print(f"Best: trial {study.best_trial.number}, {objective.metric} = {study.best_value:.4f}")
