@@ -5,6 +5,7 @@ The hooks below run in the order LightningCLI calls them: ``add_arguments_to_par
 ``parse_arguments``, ``before_instantiate_classes``, ``instantiate_classes``.
 """
 
+import re
 import shutil
 import sys
 from functools import partial
@@ -13,6 +14,7 @@ from typing import Any, Literal
 
 from jsonargparse import Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
+from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import (
     EarlyStopping,
     LearningRateMonitor,
@@ -254,6 +256,16 @@ class TrainCLI(LightningCLI):
             if self.claimed_run is not None and unused(self.claimed_run):
                 shutil.rmtree(self.claimed_run)
             raise
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer's own checks of its arguments, in one line naming the key: its code is not ours
+        to debug, so any error it raises is about a value."""
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (ValueError, TypeError) as error:
+            named = re.search(r"`(\w+)(=|` )", str(error))
+            key = f"trainer.{named[1]}" if named else "trainer"
+            self.parser.error(f"{key}: {str(error).splitlines()[0]}")
 
     def instantiate_checked_classes(self) -> None:
         timeout = collective_timeout(self.config.collective_timeout, self.config.trainer.accelerator)
