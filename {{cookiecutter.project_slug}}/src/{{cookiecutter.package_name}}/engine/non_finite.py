@@ -1,5 +1,5 @@
-"""The guard against a NaN or infinite loss: the run stops with the bad step named, before the weights
-or a checkpoint take it, without making the device or the other processes wait at every step."""
+"""Stops the run at a NaN or infinite loss, with the step named, before the weights or a checkpoint take
+it, without making the device or the other processes wait at every step."""
 
 import math
 from collections.abc import Mapping
@@ -12,7 +12,6 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
-from torch.optim import Optimizer
 
 
 class NonFiniteLossError(RuntimeError):
@@ -21,35 +20,19 @@ class NonFiniteLossError(RuntimeError):
 
 @dataclass
 class _Step:
-    """What the guard keeps of one training step until the host next reads it."""
-
     epoch: int
     step: int
-    loss: Tensor  # as ``training_step`` returned it: unscaled, still on the device
-    gradient_finite: Tensor | None  # after DDP averaged the gradients; None: not checked here
+    loss: Tensor  # unscaled, still on the device
+    gradient_finite: Tensor | None  # after DDP averaged the gradients; None: not checked
 
 
 class StopOnNonFiniteLoss(Callback):
-    """Stops training at a NaN or infinite loss, before the weights or a checkpoint take it.
+    """Raises at a non-finite training or ``monitor`` loss, before the step's checkpoints; Lightning has
+    no such guard, and ``EarlyStopping(check_finite=True)`` saves the bad epoch's checkpoints and exits 0.
 
-    Where reading the loss costs nothing (one process on the CPU, no gradient scaler), it is read
-    before each backward pass, and a bad one stops the run there.
-
-    Elsewhere that read would make the host wait for the device at every step, and under several
-    processes for the others too, so the step's work stays on the device: a non-finite gradient is
-    replaced with zeros before the optimizer step (a gradient scaler, as ``16-mixed`` has on GPUs,
-    skips that step instead), and the loss, unscaled, is kept. The host reads what was kept where
-    it reads metrics anyway: every ``log_every_n_steps`` steps, before validation, at the end of
-    each epoch and before any checkpoint is written. So the run stops within ``log_every_n_steps``
-    steps of the bad one, with that step named. Several processes stop together without a
-    collective in any training step: DDP averages the gradients, so a non-finite loss on one
-    process makes the gradient non-finite on all of them alike. A loss that the gradients do not
-    show (under a scaler, or with sharded gradients) is compared across the processes, in one
-    all-reduce, before validation and at the end of the epoch: hooks that every process calls.
-
-    Either way no checkpoint is written after the bad step: the last good ``last.ckpt`` stays as it
-    was. The validation loss is checked too, before the epoch's checkpoints: weights that overflow
-    only on unseen data have diverged just the same.
+    Where a read of the loss would wait for the device (a GPU, several processes, a gradient scaler),
+    a bad step's gradients are zeroed on the device (a scaler skips the step itself) and the losses
+    are read where metrics are: every ``log_every_n_steps`` steps, before validation and checkpoints.
     """
 
     def __init__(self, monitor: str = "val/loss") -> None:
@@ -62,23 +45,17 @@ class StopOnNonFiniteLoss(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._deferred, self._unread = not reads_for_free(trainer), []
 
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
         self._at, self._gradient_finite = (trainer.current_epoch, trainer.global_step), None
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
         if not self._deferred and not math.isfinite(loss.item()):
             raise NonFiniteLossError(describe(_Step(*self._at, loss.detach(), None), loss_finite=False))
 
-    def on_before_optimizer_step(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Optimizer
-    ) -> None:
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if not self._deferred or has_scaler(trainer):
-            return  # the loss was read already; or the scaler skips a step with non-finite gradients
-        gradients = [
-            p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None
-        ]
+            return
+        gradients = [p.grad for p in pl_module.parameters() if p.grad is not None]
         if gradients:
             finite = torch.nn.utils.get_total_norm(gradients).isfinite()
             not_finite = ~finite
@@ -105,46 +82,39 @@ class StopOnNonFiniteLoss(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._check(trainer, together=True)
 
-    def on_save_checkpoint(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
-    ) -> None:
+    def on_save_checkpoint(self, trainer: L.Trainer, *args: Any) -> None:
         self._check(trainer, together=False)  # before interrupted.ckpt and step-based checkpoints too
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         value = trainer.callback_metrics.get(self.monitor)
         if trainer.sanity_checking or value is None or math.isfinite(value):
             return  # (the value is the same on every process, so all of them raise together)
-        raise NonFiniteLossError(
-            f"{self.monitor} is {value.item()} at epoch {trainer.current_epoch}, step {trainer.global_step}"
-        )
-
-    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self._unread = []
+        where = f"at epoch {trainer.current_epoch}, step {trainer.global_step}"
+        raise NonFiniteLossError(f"{self.monitor} is {value.item()} {where}")
 
     def _check(self, trainer: L.Trainer, together: bool) -> None:
-        """Reads the steps kept since the last check (one wait for the device); raises at the first bad one.
-
-        ``together``: in a hook that every process calls, where the processes compare their losses.
-        Elsewhere each process decides alone, so only on what is the same on all of them.
-        """
-        several = trainer.world_size > 1
+        """Reads the kept steps in one wait; ``together``: in a hook that every process calls."""
         steps, self._unread = self._unread, []
-        loss_ok, gradient_ok = read_flags(steps)
-        bad_loss = loss_ok.index(False) if False in loss_ok else None
-        if False in gradient_ok and (not several or replicates_gradients(trainer)):
-            first = min(gradient_ok.index(False), len(steps) if bad_loss is None else bad_loss)
-            raise NonFiniteLossError(describe(steps[first], loss_ok[first]))  # on every process alike
-        if not several:
-            if bad_loss is not None:
-                raise NonFiniteLossError(describe(steps[bad_loss], loss_finite=False))
+        alone = trainer.world_size == 1
+        strategy = trainer.strategy  # DDP averages the gradients: a bad one is bad on every process alike
+        same_gradients = alone or (
+            isinstance(strategy, DDPStrategy) and not isinstance(strategy, DeepSpeedStrategy)
+        )
+        bad_loss: _Step | None = None
+        for step, loss_finite, gradient_finite in zip(steps, *read_flags(steps), strict=True):
+            if (same_gradients and not gradient_finite) or (alone and not loss_finite):
+                raise NonFiniteLossError(describe(step, loss_finite))
+            if not loss_finite and bad_loss is None:
+                bad_loss = step
+        if alone:
             return
         if not together:
             if bad_loss is not None:
-                self._unread = steps[bad_loss:]  # for the processes to compare at the next joint check
+                self._unread = steps  # for the processes to compare at the next joint check
             return
         if trainer.strategy.reduce_boolean_decision(bad_loss is not None, all=False):
             if bad_loss is not None:
-                raise NonFiniteLossError(describe(steps[bad_loss], loss_finite=False))
+                raise NonFiniteLossError(describe(bad_loss, loss_finite=False))
             where = f"epoch {trainer.current_epoch}, step {trainer.global_step}"
             raise NonFiniteLossError(f"train/loss is non-finite on another process (seen at {where})")
 
@@ -158,20 +128,14 @@ def has_scaler(trainer: L.Trainer) -> bool:
     return getattr(trainer.precision_plugin, "scaler", None) is not None
 
 
-def replicates_gradients(trainer: L.Trainer) -> bool:
-    """DDP: after each backward pass every process holds the same, averaged, gradients."""
-    strategy = trainer.strategy
-    return isinstance(strategy, DDPStrategy) and not isinstance(strategy, DeepSpeedStrategy)
-
-
 def read_flags(steps: list[_Step]) -> tuple[list[bool], list[bool]]:
     """Whether each step's loss and gradient were finite, read back from the device at once."""
     if not steps:
         return [], []
-    loss_ok = torch.stack([step.loss for step in steps]).isfinite()
-    unchecked = torch.ones_like(loss_ok[0])
-    gradient_ok = [unchecked if step.gradient_finite is None else step.gradient_finite for step in steps]
-    loss_flags, gradient_flags = torch.stack([loss_ok, torch.stack(gradient_ok).to(loss_ok.device)]).tolist()
+    losses = torch.stack([step.loss for step in steps]).isfinite()
+    unchecked = torch.ones_like(losses[0])
+    gradients = [unchecked if step.gradient_finite is None else step.gradient_finite for step in steps]
+    loss_flags, gradient_flags = torch.stack([losses, torch.stack(gradients).to(losses.device)]).tolist()
     return loss_flags, gradient_flags
 
 
