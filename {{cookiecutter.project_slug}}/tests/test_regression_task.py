@@ -5,6 +5,7 @@ its metrics, predictions and their score, and the predicted-against-true figure 
 
 import io
 from functools import partial
+from math import inf, nan
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -133,10 +134,15 @@ def test_the_figure_keeps_at_most_max_points_and_skips_the_sanity_check() -> Non
     assert torch.equal(pairs[:32], torch.stack([outputs, targets], dim=1))
 
 
-@pytest.mark.parametrize("model", ["right", "constant"])
+@pytest.mark.parametrize("model", ["right", "constant", "right, and diverged on two"])
 def test_the_picture_counts_samples_by_true_and_predicted_value(tmp_path: Path, model: str) -> None:
     targets = torch.linspace(-2, 2, 640)
-    outputs = targets.clone() if model == "right" else torch.zeros(640)
+    outputs = torch.zeros(640) if model == "constant" else targets.clone()
+    if model.endswith("diverged on two"):  # left out of the picture, and said so
+        targets, outputs = (
+            torch.cat([targets, torch.zeros(2)]),
+            torch.cat([outputs, torch.tensor([nan, inf])]),
+        )
     logger = TensorBoardLogger(tmp_path, name="", version=0)
     trainer: Any = SimpleNamespace(
         loggers=[logger],
@@ -160,10 +166,12 @@ def test_the_picture_counts_samples_by_true_and_predicted_value(tmp_path: Path, 
     filled = np.argwhere(~empty.all(axis=-1))  # (row from the top, column) of the bins with samples
     rows, columns = filled[:, 0], filled[:, 1]
     assert sorted(columns) == list(range(16))  # true values across the whole width
-    expected_rows = 15 - columns if model == "right" else np.full(16, 7)  # on the diagonal, or at 0
+    expected_rows = np.full(16, 7) if model == "constant" else 15 - columns  # at 0, or on the diagonal
     assert (rows == expected_rows).all()
     (text,) = events.Tensors("val/predicted_vs_true/text_summary")
-    assert "both from -2 (bottom left) to 2" in text.tensor_proto.string_val[0].decode()
+    said = text.tensor_proto.string_val[0].decode()
+    assert "both from -2 (bottom left) to 2" in said
+    assert ("2 non-finite predictions left out" in said) == model.endswith("diverged on two")
 
 
 def test_the_predicted_against_true_figure_is_drawn_into_tensorboard_after_each_validation(

@@ -168,6 +168,10 @@ class PredictedAgainstTrue(Callback):
         if logger is None or not self.pairs or not trainer.is_global_zero:  # none in the sanity check
             return
         pairs = torch.cat(self.pairs).cpu()
+        finite = pairs.isfinite().all(dim=1)  # a diverging model's NaN or inf has no place in the picture
+        skipped, pairs = int((~finite).sum()), pairs[finite]
+        if not len(pairs):
+            return
         low, high = pairs.min().item(), pairs.max().item()
         counts = torch.histogramdd(pairs, bins=self.bins, range=[low, high + (high == low)] * 2).hist
         image = colour_image((counts.log1p() / counts.log1p().max()).flip(0))  # predicted grows upwards
@@ -175,6 +179,7 @@ class PredictedAgainstTrue(Callback):
         image[:, len(diagonal) - 1 - diagonal, diagonal] = 255  # white: predicted = true
         text = f"True value along x, predicted along y, both from {low:.4g} (bottom left) to {high:.4g};"
         text += f" colour: how many of {len(pairs)} samples (log scale); white line: predicted = true."
+        text += f" {skipped} non-finite predictions left out." if skipped else ""
         logger.experiment.add_image(self.tag, image, logging_step(trainer))
         logger.experiment.add_text(self.tag, text, logging_step(trainer))
         self.pairs = []
