@@ -264,6 +264,7 @@ BESIDE_THE_WRITER = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("plugin", BESIDE_THE_WRITER.values(), ids=BESIDE_THE_WRITER.keys())
 def test_other_plugins_on_the_command_line_keep_checkpoints_atomic(
     run_cli: RunCLI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plugin: str
@@ -286,6 +287,7 @@ def test_other_plugins_on_the_command_line_keep_checkpoints_atomic(
     assert not [path for path in last.parent.iterdir() if path.name.startswith(".")]  # no partial file
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--trainer.plugins", "--trainer.plugins+"])
 def test_a_wrapping_checkpoint_io_writes_through_the_atomic_one(
     run_cli: RunCLI, tmp_path: Path, flag: str

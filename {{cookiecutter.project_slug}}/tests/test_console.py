@@ -97,6 +97,7 @@ def test_no_code_uses_a_private_lightning_name() -> None:
     assert SOURCES and not found, "\n".join(found)
 
 
+@pytest.mark.slow
 def test_importing_the_package_installs_no_warning_filter() -> None:
     """A filter added at import hides a warning from every program that imports the package. The
     libraries it imports, whose own filters are theirs, are imported before the count starts."""

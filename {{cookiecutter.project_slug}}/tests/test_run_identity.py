@@ -220,6 +220,7 @@ def test_a_refused_run_without_a_logger_leaves_no_directory(tmp_path: Path, caps
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").iterdir())
 
 
+@pytest.mark.slow
 def test_a_runs_config_names_no_version_and_given_again_starts_a_new_run(tmp_path: Path) -> None:
     """The run's directory is set as the logger's version argument before the logger is built; it is
     where config.yaml lives, not a setting in it."""
