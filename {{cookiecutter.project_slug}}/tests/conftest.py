@@ -34,6 +34,8 @@ reach on it (chance is 0.10; a full run reaches about 0.98)."""
 
 TINY_RUN = ("--data.num_workers", "0")
 """Skips worker start-up where a test is not about workers."""
+NO_LOGGER = ("--trainer.logger", "false")
+"""For the tests of a run without a logger: the default callbacks stay."""
 CONSTANT_LR = ("--model.scheduler", "null")
 """A run that may be extended past its planned epochs: no schedule with a horizon."""
 PRECISION = auto_precision("auto")
@@ -68,6 +70,17 @@ def run_train_py(*args: str, timeout: float = 300) -> subprocess.CompletedProces
 
 
 RunCLI = Callable[..., TrainCLI]
+
+
+def refusal(run_cli: RunCLI, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """What ``train.py ARGS`` prints on stderr as it refuses to run (exit status 2, no traceback)."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*args)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from conftest import PROJECT_ROOT, TINY_RUN, RunCLI
+from conftest import PROJECT_ROOT, TINY_RUN, RunCLI, refusal
 
 SHORT_RUN = (
     "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches",
@@ -19,12 +19,7 @@ REGRESSION = ("--config", str(PROJECT_ROOT / "configs" / "examples" / "regressio
 
 def one_error_line(run_cli: RunCLI, capsys: pytest.CaptureFixture[str], *args: str) -> str:
     """The one line ``train.py ARGS`` stops with (exit status 2), without its ``error: `` prefix."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(*args)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
+    err = refusal(run_cli, capsys, *args)
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, err
     return errors[0].removeprefix("error: ")

@@ -27,6 +27,7 @@ from conftest import (
     QUICK_MODEL,
     TINY_RUN,
     RunCLI,
+    refusal,
 )
 
 DEFAULT = yaml.safe_load(DEFAULT_CONFIG.read_text())
@@ -239,13 +240,7 @@ def data_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def stops_before_any_work(run_cli: RunCLI, capsys, tmp_path: Path, data_reads: list[str], *args: str) -> str:
     """The one line that ``train.py ARGS`` stops with, before it reads data or writes anything."""
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        run_cli(*args)
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    error, hint = err.strip().splitlines()  # the error, and where to look
+    error, hint = refusal(run_cli, capsys, *args).strip().splitlines()  # the error, and where to look
     assert error.startswith("error: ") and hint.startswith("(for every key")
     assert not data_reads, "the data must not be read before the config is valid"
     assert not any(tmp_path.iterdir()), "nothing may be written before the config is valid"

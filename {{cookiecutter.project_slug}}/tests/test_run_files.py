@@ -20,13 +20,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from {{ cookiecutter.package_name }}.engine import run_files
 from {{ cookiecutter.package_name }}.engine.sizes import class_of
 
-from conftest import CONSTANT_LR, DEFAULT_CONFIG, TINY_RUN, RunCLI, train
+from conftest import CONSTANT_LR, DEFAULT_CONFIG, NO_LOGGER, TINY_RUN, RunCLI, train
 
 RUN_FILES = ("epochs.csv", "summary.json", "summary.md", "curves.png")
 SHORT = ("--trainer.max_epochs", "2", *TINY_RUN)
 SHORT += ("--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2")
 SHORT += ("--trainer.limit_test_batches", "2")
-NO_LOGGER = ("--trainer.logger", "false")  # the default callbacks stay (the CLI drops the LR monitor)
 CSV_LOGGER = ("--trainer.logger", "lightning.pytorch.loggers.CSVLogger")
 NOT_METRICS = {"epoch", "step"}
 """The columns of epochs.csv that RunFiles adds to the logged metrics, besides the learning rates."""

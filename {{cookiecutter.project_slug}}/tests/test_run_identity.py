@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from {{ cookiecutter.package_name }}.engine.sizes import class_of
 
-from conftest import CONSTANT_LR, DEFAULT_CONFIG, QUICK_MODEL, TINY_RUN, train
+from conftest import CONSTANT_LR, DEFAULT_CONFIG, NO_LOGGER, QUICK_MODEL, TINY_RUN, train
 
 TINY = (
     "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
@@ -172,9 +172,6 @@ def test_a_finished_run_given_again_tests_its_best_checkpoint(tmp_path: Path, ca
     assert "test/loss" in again.trainer.callback_metrics
     best = first.trainer.checkpoint_callback.best_model_path
     assert f"Best checkpoint: {best}  ({first.config.monitor} = " in capsys.readouterr().out
-
-
-NO_LOGGER = ("--trainer.logger", "false")
 
 
 @pytest.mark.slow

@@ -52,11 +52,13 @@ class EpochSeededSampler(DistributedSampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
         order = list(super().__iter__())
         skip, self.skip = self.skip, 0
+        seed = 0
         for position in range(skip * self.batch_size, len(order)):
-            batch = position // self.batch_size
-            # SeedSequence mixes the numbers, so (seed 1, epoch 0) and (seed 0, epoch 1) differ.
-            seed = np.random.SeedSequence([self.seed, self.epoch, batch]).generate_state(1)[0]
-            yield order[position], int(seed)
+            if position % self.batch_size == 0:  # once per batch, at its first item
+                # SeedSequence mixes the numbers, so (seed 1, epoch 0) and (seed 0, epoch 1) differ.
+                batch = position // self.batch_size
+                seed = int(np.random.SeedSequence([self.seed, self.epoch, batch]).generate_state(1)[0])
+            yield order[position], seed
 
 
 class BatchSeeded(Dataset):
