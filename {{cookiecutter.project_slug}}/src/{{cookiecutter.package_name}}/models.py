@@ -1,11 +1,5 @@
-"""Networks as plain ``nn.Module``s: no Lightning here, so they can be reused anywhere.
-
-A network is chosen with ``model.net.class_path``. Sizes that the data declares (``num_classes``,
-``num_outputs``, ``num_features``, ``in_channels``, ``cardinalities``, ...; see ``engine/sizes.py``)
-are passed by name to the constructor that takes them; any other argument is a config key. The
-output is what the task expects: class logits (batch, num_classes) for classification, values
-(batch, num_outputs) for regression.
-"""
+"""Networks as plain ``nn.Module``s, reusable without Lightning. Sizes the data declares (``engine/sizes.py``)
+are passed by name to the constructor that takes them; any other argument is a config key."""
 
 from collections.abc import Sequence
 
@@ -13,32 +7,24 @@ import torch
 from torch import Tensor, nn
 
 
-def check_dropout(dropout: float) -> None:
-    """torch's Dropout refuses a probability above 1 without naming the key; 1 would zero every input."""
-    if not 0 <= dropout < 1:
-        raise ValueError(f"model.net.init_args.dropout must be in [0, 1), got {dropout}")
+def check(key: str, value: float, valid: bool, rule: str) -> None:
+    """torch rejects these without naming the key, or (a dropout of 1) zeroes every input without a word."""
+    if not valid:
+        raise ValueError(f"model.net.init_args.{key} must be {rule}, got {value}")
 
 
 def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels),
-        nn.ReLU(inplace=True),
-    )
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True))
 
 
 class SmallCNN(nn.Module):
-    """Three conv blocks, one pooling step and a linear head: enough for small images.
-
-    Global average pooling makes the head independent of the image size, so only the number of
-    input channels and classes come from the data.
-    """
+    """Three conv blocks and a linear head for small images; global pooling frees it from the image size."""
 
     def __init__(self, num_classes: int, in_channels: int = 1, width: int = 32, dropout: float = 0.1) -> None:
         super().__init__()
-        if width < 1:
-            raise ValueError(f"model.net.init_args.width must be at least 1, got {width}")
-        check_dropout(dropout)
+        check("width", width, width >= 1, "at least 1")
+        check("dropout", dropout, 0 <= dropout < 1, "in [0, 1)")
         self.features = nn.Sequential(
             conv_block(in_channels, width),
             conv_block(width, 2 * width),
@@ -53,12 +39,27 @@ class SmallCNN(nn.Module):
         return self.head(self.features(x))
 
 
-class EmbeddingMLP(nn.Module):
-    """An MLP over tables: one embedding per categorical column, concatenated with the numeric ones.
+class MLP(nn.Module):
+    """Fully connected layers over a vector of ``num_features`` numbers: table rows, embeddings, signals."""
 
-    Each input row holds the category codes first, then the numeric values, all as floats (codes
-    below 2**24 are exact), so that a table is one tensor like any other input.
-    """
+    def __init__(
+        self, num_features: int, num_outputs: int, hidden: int = 64, depth: int = 2, dropout: float = 0.1
+    ) -> None:
+        super().__init__()
+        check("depth", depth, depth >= 1, "at least 1")
+        check("dropout", dropout, 0 <= dropout < 1, "in [0, 1)")
+        layers: list[nn.Module] = [nn.Flatten()]
+        for width_in in [num_features] + [hidden] * (depth - 1):
+            layers += [nn.Linear(width_in, hidden), nn.ReLU(), nn.Dropout(dropout)]
+        self.layers = nn.Sequential(*layers, nn.Linear(hidden, num_outputs))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+
+class EmbeddingMLP(nn.Module):
+    """An MLP over table rows of category codes, then numeric values, all floats (codes below 2**24 are
+    exact): one tensor like any input. Each categorical column gets an embedding."""
 
     def __init__(
         self,
@@ -70,39 +71,12 @@ class EmbeddingMLP(nn.Module):
         dropout: float = 0.1,
     ) -> None:
         super().__init__()
-        check_dropout(dropout)
         self.embeddings = nn.ModuleList(nn.Embedding(count, embedding_dim) for count in cardinalities)
         self.num_categorical = len(self.embeddings)
         width = self.num_categorical * embedding_dim + num_numeric
-        self.mlp = nn.Sequential(
-            nn.Linear(width, hidden),
-            nn.ReLU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, num_classes),
-        )
+        self.mlp = MLP(width, num_classes, hidden, depth=2, dropout=dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         codes, numeric = x[:, : self.num_categorical].long(), x[:, self.num_categorical :]
         embedded = [embedding(codes[:, column]) for column, embedding in enumerate(self.embeddings)]
         return self.mlp(torch.cat([*embedded, numeric.float()], dim=1))
-
-
-class MLP(nn.Module):
-    """Fully connected layers over a vector of ``num_features`` numbers: table rows, embeddings, signals."""
-
-    def __init__(
-        self, num_features: int, num_outputs: int, hidden: int = 64, depth: int = 2, dropout: float = 0.1
-    ) -> None:
-        super().__init__()
-        if depth < 1:
-            raise ValueError(f"model.net.init_args.depth must be at least 1, got {depth}")
-        check_dropout(dropout)
-        layers: list[nn.Module] = [nn.Flatten()]
-        for width_in in [num_features] + [hidden] * (depth - 1):
-            layers += [nn.Linear(width_in, hidden), nn.ReLU(), nn.Dropout(dropout)]
-        self.layers = nn.Sequential(*layers, nn.Linear(hidden, num_outputs))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.layers(x)

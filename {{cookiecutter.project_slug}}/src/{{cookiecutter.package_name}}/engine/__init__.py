@@ -1,6 +1,2 @@
-"""The run machinery: command line, seeded data loading, callbacks, dashboards, hardware, export, tuning.
-
-A project normally leaves this package alone and changes ``data/``, ``models.py``, ``tasks/``
-and ``configs/``; every guarantee of a run (seeding, exact resume, clean stops, several processes)
-lives here, in one place.
-"""
+"""The run machinery a project normally leaves alone (it changes ``data/``, ``models.py``, ``tasks/``,
+``configs/``): command line, seeded loading, callbacks, dashboards, hardware, export, tuning."""

@@ -19,52 +19,32 @@ from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 
 from {{ cookiecutter.package_name }}.engine.sizes import class_of, takes
 
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-
-
-def sync_directory(directory: Path) -> None:
-    """Makes a rename in ``directory`` survive a power cut (POSIX; elsewhere the rename must do)."""
-    if os.name != "posix":
-        return
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
 
 @contextmanager
 def replacing(target: Path) -> Iterator[BinaryIO]:
-    """A file to write that takes ``target``'s place only once it is complete and on disk.
-
-    It is written beside ``target``, in the same directory and so on the same file system, where
-    ``os.replace`` is atomic; any error removes it and leaves ``target`` as it was. A process killed
-    outright leaves it behind as ``.NAME.partial``, which the next save of ``NAME`` reuses.
-    """
+    """A file that takes ``target``'s place only once complete and on disk: any error leaves ``target`` as it
+    was; a process killed outright leaves ``.NAME.partial`` beside it, which the next save reuses."""
     partial = target.with_name(f".{target.name}.partial")
     try:
         with partial.open("wb") as file:
             yield file
             file.flush()
             os.fsync(file.fileno())
-        os.replace(partial, target)
+        os.replace(partial, target)  # atomic: the same directory, so the same file system
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    sync_directory(target.parent)
+    if os.name == "posix":  # the rename survives a power cut once the directory is synced
+        directory = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Replaces Lightning's ``TorchCheckpointIO`` for local files: a checkpoint is either the complete
-    old file or the complete new one, whatever stops the process.
-
-    Lightning's (2.6) ``_atomic_save`` writes through an fsspec transaction, which stages the file
-    in ``$TMPDIR`` and then moves it. Where ``$TMPDIR`` is on another file system than the logs, the
-    usual cluster layout, the move is a copy that first truncates the target: a kill then leaves a
-    0-byte ``last.ckpt`` in place of the previous one and an orphan in ``$TMPDIR``, and a small
-    ``$TMPDIR`` fails every save. Remote paths (``s3://``, ...) still go through Lightning's own.
-    A full disk stops the run with one line instead of a traceback; the earlier checkpoints stay.
-    """
+    """Lightning's stages each save in ``$TMPDIR``: on another file system (the usual cluster layout) the
+    move is a copy that a kill leaves as a 0-byte ``last.ckpt``. Remote paths still go through Lightning's."""
 
     def save_checkpoint(
         self, checkpoint: dict[str, Any], path: str | os.PathLike[str], storage_options: Any = None
@@ -80,7 +60,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             with replacing(target) as file:
                 file.write(buffer.getbuffer())
         except OSError as error:
-            if error.errno not in NO_SPACE:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
             sys.stderr.write(
                 f"error: no space left to write {target} ({os.strerror(error.errno)}); the checkpoints"
@@ -90,33 +70,31 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 ATOMIC = f"{AtomicCheckpointIO.__module__}.{AtomicCheckpointIO.__name__}"
-"""The class path of the writer every run uses, whatever ``trainer.plugins`` lists."""
 
 
 def with_atomic_writer(plugins: Any) -> tuple[list[Any], str | None]:
-    """``trainer.plugins`` with ``AtomicCheckpointIO`` as the run's checkpoint writer, and the
-    one-line refusal of a writer that would replace it (else None).
-
-    A flag ``--trainer.plugins X`` replaces the whole list, and the default config's writer with it:
-    a precision plugin or a cluster environment gets the atomic writer beside it, and a wrapper that
-    hands the writing on (Lightning's ``AsyncCheckpointIO``) gets it inside. Any other
-    ``CheckpointIO`` would write checkpoints that a crash can half-write: it is refused, unless it
-    subclasses ``AtomicCheckpointIO``.
-    """
-    given = [] if plugins is None else list(plugins) if isinstance(plugins, list) else [plugins]
-    others, atomic, writers = [], [], []
+    """``trainer.plugins`` (which ``--trainer.plugins X`` replaces) with ``AtomicCheckpointIO`` as the writer,
+    inside a wrapper such as ``AsyncCheckpointIO``; else the one-line refusal of another writer."""
+    given = [] if plugins is None else plugins if isinstance(plugins, list) else [plugins]
+    others, writers, writer = [], [], Namespace(class_path=ATOMIC)
     for plugin in given:
         kind = class_of(plugin.class_path) if isinstance(plugin, Namespace) else type(plugin)
-        if not issubclass(kind, CheckpointIO):  # precision, environment, layer sync; a name: Lightning's
+        if issubclass(kind, AtomicCheckpointIO):
+            writer = plugin
+        elif issubclass(kind, CheckpointIO):
+            writers.append((plugin, kind))
+        else:  # precision, environment, layer sync; a name: Lightning's
             others.append(plugin)
-        else:
-            (atomic if issubclass(kind, AtomicCheckpointIO) else writers).append((plugin, kind))
-    writer = atomic[0][0] if atomic else Namespace(class_path=ATOMIC)
     if not writers:
         return [*others, writer], None
-    (wrapper, kind), *more = writers
-    init_args = wrapper.get("init_args") or Namespace() if isinstance(wrapper, Namespace) else None
-    if more or init_args is None or not takes(kind, "checkpoint_io") or init_args.get("checkpoint_io"):
+    wrapper, kind = writers[0]
+    init_args = (wrapper.get("init_args") or Namespace()) if isinstance(wrapper, Namespace) else None
+    if (
+        len(writers) > 1
+        or init_args is None
+        or not takes(kind, "checkpoint_io")
+        or init_args.get("checkpoint_io")
+    ):
         names = ", ".join(getattr(plugin, "class_path", type(plugin).__name__) for plugin, _ in writers)
         return given, (
             f"trainer.plugins: {names} would replace the atomic checkpoint writer ({ATOMIC}), which"
@@ -128,19 +106,14 @@ def with_atomic_writer(plugins: Any) -> tuple[list[Any], str | None]:
     return [*others, wrapper], None
 
 
-SHARDED_MARKER = "meta.pt"
-"""In the directory of a sharded checkpoint, as Lightning's FSDP strategy saves one."""
-
-
 def unreadable(path: Path, needed: tuple[str, ...]) -> str | None:
-    """Why ``path`` is not a checkpoint holding ``needed``, or None. Loads it the safe way (tensors
-    and plain data only), memory-mapped so that a large file costs no memory."""
-    if path.is_dir() and (path / SHARDED_MARKER).is_file():
+    """Why ``path`` is not a checkpoint holding ``needed``, or None; loaded the safe way, memory-mapped."""
+    if path.is_dir() and (path / "meta.pt").is_file():
         return None  # a sharded (FSDP) checkpoint: read by the strategy itself
     if path.is_dir():
-        inside = sorted(path.rglob("*.ckpt"), key=lambda found: found.stat().st_mtime_ns)
-        newest = f" (the newest in it: {inside[-1]})" if inside else ""
-        return f"is a directory; name a checkpoint file{newest}, or give 'last'"
+        newest = max(path.rglob("*.ckpt"), key=lambda found: found.stat().st_mtime_ns, default=None)
+        inside = f" (the newest in it: {newest})" if newest else ""
+        return f"is a directory; name a checkpoint file{inside}, or give 'last'"
     try:
         if path.stat().st_size == 0:
             return "is empty (a save that was cut off?)"
@@ -162,20 +135,31 @@ def unreadable(path: Path, needed: tuple[str, ...]) -> str | None:
 def checkpoint_problem(
     ckpt_path: str | None, predict_path: str | None, predict_overwrite: bool, evaluating: bool = False
 ) -> str | None:
-    """The one-line error for a checkpoint that cannot be resumed, evaluated or predicted with, or a
-    predictions file that would destroy something, before any directory is made; None if all is well."""
+    """The one-line error for a checkpoint that cannot be resumed, evaluated or predicted with, or for
+    predictions that would replace a file, before any directory is made; None if all is well."""
     if ckpt_path is None:
         return None
-    checkpoint = Path(ckpt_path)
     weights_only = predict_path or evaluating
     needed = ("state_dict", "hyper_parameters") if weights_only else ("state_dict", "optimizer_states")
-    if reason := unreadable(checkpoint, needed):
+    if reason := unreadable(Path(ckpt_path), needed):
         return f"ckpt_path: '{ckpt_path}' {reason}"
-    if predict_path is None:
+    if predict_path is None or not Path(predict_path).exists():
         return None
-    predictions = Path(predict_path)
-    if predictions.exists() and predictions.samefile(checkpoint):
+    if Path(predict_path).samefile(ckpt_path):
         return f"predict_path: '{predict_path}' is the checkpoint itself; name another file"
-    if predictions.exists() and not predict_overwrite:
+    if not predict_overwrite:
         return f"predict_path: '{predict_path}' exists; pass --predict_overwrite true to replace it"
+    return None
+
+
+def missing_path(command: str | None, ckpt_path: str | None, predict_path: str | None) -> str | None:
+    """The one-line error for a command without the paths it needs, or a predictions path that is a folder."""
+    if predict_path is not None and ckpt_path is None:
+        return "predict_path: needs --ckpt_path, the checkpoint to predict with (or 'last')"
+    if predict_path is not None and Path(predict_path).is_dir():
+        return f"predict_path: '{predict_path}' is a directory; name the CSV file to write"
+    if command == "predict" and predict_path is None:
+        return "predict_path: predict writes its predictions to a CSV file; name it"
+    if command in ("validate", "test") and ckpt_path is None:
+        return f"ckpt_path: {command} evaluates a checkpoint; give its path, or 'last'"
     return None

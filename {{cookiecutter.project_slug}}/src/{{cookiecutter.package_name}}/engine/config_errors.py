@@ -19,9 +19,7 @@ NOISE = (
 )  # fmt: skip
 NOT_A_PATH = ("Expected a path but", "Expected a dot import path string")
 IMPORT_FAILURE = re.compile(r"No module named '([\w.]+)'|module '([\w.]+)' has no attribute '(\w+)'")
-GIVEN = re.compile(
-    r"^\s*Given value: (?:NestedArg\(key='[^']*', val=(.*)\)|(.*?))(?:\. Got value: .*)?$", re.M
-)
+GIVEN = re.compile(r"(?:Given|Got) value: (.*?)(?:\. Got value: .*)?$", re.M)
 
 
 def yaml_error(args: Sequence[str]) -> str | None:
@@ -32,13 +30,11 @@ def yaml_error(args: Sequence[str]) -> str | None:
         try:
             loaded = yaml.safe_load(path.read_text())
         except yaml.MarkedYAMLError as error:
-            mark = error.problem_mark or error.context_mark
-            line = f":{mark.line + 1}" if mark is not None else ""
-            return f"{path}{line}: {error.problem or error.context}"
-        if loaded is None:
-            return f"{path}: the file holds no settings (it is empty or all comments)"
-        if not isinstance(loaded, dict):
-            return f"{path}: the file holds a {type(loaded).__name__}, not keys with their values"
+            line = f":{error.problem_mark.line + 1}" if error.problem_mark else ""
+            return f"{path}{line}: {error.problem}"
+        if not isinstance(loaded, dict):  # None: the file is empty or all comments
+            holds = "no settings" if loaded is None else f"a {type(loaded).__name__}"
+            return f"{path}: the file holds {holds}, not keys with their values"
     return None
 
 
@@ -51,8 +47,8 @@ def unwrap_link_error(error: Exception) -> Exception:
 
 
 def names_a_setting(error: Exception) -> bool:
-    """Whether a constructor's error is about a config value (Lightning's own check, or one naming a
-    key); any other is a bug in the code being built and keeps its traceback."""
+    """Whether a constructor's error is about a config value (Lightning's own check, or one naming a key);
+    any other is a bug in the code being built and keeps its traceback."""
     names_a_key = re.search(r"\b(model|data|trainer)\.\w", str(error)) is not None
     return isinstance(error, MisconfigurationException) or names_a_key
 
@@ -60,22 +56,17 @@ def names_a_setting(error: Exception) -> bool:
 def concise(message: str) -> str:
     """The full key, then the first reason that is not a union's bookkeeping, in one line."""
     keys = re.findall(r'Parser key "([^"]+)"', message)
-    lines = [line.strip().removeprefix("- ") for line in message.strip().splitlines()]
-    reasons = [line for line in lines if line and not line.startswith(NOISE) and 'Parser key "' not in line]
+    lines = [line.strip().removeprefix("- ") for line in message.splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(NOISE) and 'Parser key "' not in line] or lines
     # A value that fits no member of torch's ``lr: float | Tensor`` also fails as a path: a number was meant.
-    reason = next((line for line in reasons if not line.startswith(NOT_A_PATH)), (reasons or lines[-1:])[0])
-    reason = re.sub(r"\ba <class '(\w+)'>", r"a \1", reason)
-    reason = re.sub(r"\bExpected a ([aeiou])", r"Expected an \1", reason)
-    reason = re.sub(r"\. Got value: Namespace\(.*$", "", reason)
-    choices = [
-        value for literal in re.findall(r"Literal\[([^]]*)]", message) for value in literal.split(", ")
-    ]
-    if choices:
-        reason = "Expected one of " + ", ".join(dict.fromkeys(choices))
-    given = GIVEN.search(message)
-    if given is not None and reason.startswith("Expected") and "value" not in reason:
-        reason += f" (given value: {given[1] or given[2]})"
-    if (failure := IMPORT_FAILURE.search(reason)) is not None:
+    reason = min(reasons, key=lambda line: line.startswith(NOT_A_PATH))
+    reason = reason.rpartition("a callable class: ")[2].partition(". Got value: ")[0]
+    reason = re.sub(r"<class '(\w+)'>", r"\1", reason).replace("Expected a int", "Expected an int")
+    if choices := re.findall(r"Literal\[([^]]*)]", message):
+        reason = "Expected one of " + ", ".join(dict.fromkeys(", ".join(choices).split(", ")))
+    if (given := GIVEN.search(message)) and re.match("Expected (an?|one of) ", reason):
+        reason += f" (given value: {given[1]})"
+    if failure := IMPORT_FAILURE.search(message):
         missing = failure[1] or f"{failure[2]}.{failure[3]}"
         paths = [path for path in re.findall(r"[\w.]+", message) if f"{path}.".startswith(f"{missing}.")]
         reason = f"class_path '{max(paths, key=len, default=missing)}' does not import: {failure[0]}"

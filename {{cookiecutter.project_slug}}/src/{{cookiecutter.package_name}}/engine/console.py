@@ -1,21 +1,24 @@
-"""What a run prints: Lightning's own lines, less start-up chatter and warnings a user cannot act on."""
+"""What train.py prints: Lightning's own lines, less start-up chatter and warnings a user cannot act on;
+the short ``--help``."""
 
 import errno
+import json
 import logging
 import threading
 import warnings
 from collections.abc import Callable, Mapping
+from typing import Any
 
+import yaml
 from torch import Tensor
 
+# Lines of Lightning's that the hardware line and main() say better.
 CHATTER = (
     "GPU available:", "TPU available:", "HPU available:", "💡 Tip:",
     "Trainer already configured with model summary callbacks",
     "`Trainer.fit` stopped",  # logged under the live bar, which Rich then draws twice; main() says it after
     "The following callbacks returned in `LightningModule.configure_callbacks`",  # the same, again for test
 )  # fmt: skip
-"""Lines of Lightning's that the hardware line and main() say better."""
-
 IGNORED_WARNINGS = (
     r"`isinstance\(treespec, LeafSpec\)` is deprecated",  # inside torch's own tracing
     r"torch\.distributed\.nn\.functional\.all_gather is deprecated",  # inside Lightning's all_gather
@@ -23,6 +26,15 @@ IGNORED_WARNINGS = (
     r"You're resuming from a checkpoint that ended before the epoch ended",  # SeededDataModule resumes
     r"LightningCLI's args parameter is intended to run from within Python",  # cli.main's, on purpose
 )
+# Ours because LightningCLI's --help is about a thousand lines of Trainer options; it stays as --help all.
+HELP = """usage: python {prog} [fit|validate|test|predict] [--config FILE] [--KEY VALUE ...] [--print_config]
+No command: fit, then test the best checkpoint. validate, test and predict use --ckpt_path (a file, or last);
+predict writes --predict_path FILE. Each --config FILE is layered on configs/default.yaml.
+
+Keys set by configs/default.yaml, as resolved here:
+{keys}
+
+--model.net.help CLASS (or model.optimizer, data) lists a class's arguments; --help all lists every key."""
 
 
 def drop_chatter(record: logging.LogRecord) -> bool:
@@ -30,8 +42,7 @@ def drop_chatter(record: logging.LogRecord) -> bool:
 
 
 class FullDiskInWriterThread:
-    """Hides TensorBoard's writer thread's full-disk traceback: the run's next write raises it again,
-    which ``main`` reports in one line."""
+    """Hides TensorBoard's writer thread's full-disk traceback: the run's next write raises it again."""
 
     def __init__(self, previous: Callable[[threading.ExceptHookArgs], object]) -> None:
         self.previous = previous
@@ -54,7 +65,27 @@ def quiet_start_up() -> None:
 
 def results_line(stage: str, metrics: Mapping[str, Tensor | float]) -> str:
     """``Test: acc 0.9815  f1 0.9811  loss 0.0712``: the stage's metrics at 4 significant digits."""
-    prefix = f"{stage}/"
-    values = {name.removeprefix(prefix): float(v) for name, v in metrics.items() if name.startswith(prefix)}
-    shown = "  ".join(f"{name} {value:.4g}" for name, value in sorted(values.items()))
-    return f"{stage.capitalize()}: {shown}"
+    shown = sorted(
+        (name.split("/", 1)[1], float(v)) for name, v in metrics.items() if name.startswith(stage + "/")
+    )
+    return f"{stage.capitalize()}: " + "  ".join(f"{name} {value:.4g}" for name, value in shown)
+
+
+def flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    keys: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            keys |= flat(value, f"{prefix}{key}.")
+        else:
+            keys[prefix + key] = value
+    return keys
+
+
+def short_help(default_config: str, resolved_config: str, prog: str) -> str:
+    """The keys that the default config sets, each with its value in the resolved one."""
+    resolved, lines = flat(yaml.safe_load(resolved_config)), []
+    for key in flat(yaml.safe_load(default_config)):
+        value = resolved[key]
+        many = isinstance(value, list) and value and isinstance(value[0], dict)
+        lines.append(f"  --{key} " + (f"({len(value)} entries)" if many else json.dumps(value, default=str)))
+    return HELP.format(prog=prog, keys="\n".join(lines))

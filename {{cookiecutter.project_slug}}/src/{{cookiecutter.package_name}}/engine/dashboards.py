@@ -1,12 +1,12 @@
-"""What TensorBoard shows of any run beyond the logged metrics: its speed. Each task adds its own
-dashboards (``tasks/dashboards.py``) through ``configure_callbacks``."""
+"""What TensorBoard shows of any run beyond the task's metrics: its speed, and the learning rates' names
+(each task adds its own dashboards through ``configure_callbacks``)."""
 
-import contextlib
 import errno
 import functools
 import os
 import time
 from argparse import Namespace
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,23 +20,19 @@ from lightning.pytorch.utilities.data import extract_batch_size
 Base = loggers.TensorBoardLogger
 
 
-def disk_full(error: BaseException | None) -> bool:
-    """Whether a full disk is what went wrong, also under the errors that wrap it."""
-    while error is not None and not (isinstance(error, OSError) and error.errno == errno.ENOSPC):
-        error = error.__cause__ or error.__context__
-    return error is not None
-
-
 def naming_the_event_file(write: Callable[..., Any]) -> Callable[..., Any]:
-    """Raises a full disk as ``OSError(ENOSPC)`` naming the event file: Lightning reports any error of
-    ``log_metrics`` as a value it cannot log (``you tried to log 0.22 ...``)."""
+    """Raises a full disk as ``OSError(ENOSPC)`` naming the event file: Lightning reports an error of
+    ``log_metrics`` as a value it cannot log."""
 
     @functools.wraps(write)
     def writing(self: "TensorBoardLogger", *args: Any, **kwargs: Any) -> Any:
         try:
             return write(self, *args, **kwargs)
         except Exception as error:
-            if not disk_full(error):
+            cause: BaseException | None = error
+            while cause is not None and not (isinstance(cause, OSError) and cause.errno == errno.ENOSPC):
+                cause = cause.__cause__ or cause.__context__
+            if cause is None:
                 raise
             self.stopped_by_full_disk = True
             events = sorted(Path(self.log_dir).glob("events.out.tfevents.*"), key=os.path.getmtime)
@@ -47,11 +43,8 @@ def naming_the_event_file(write: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class TensorBoardLogger(Base):
-    """Lightning's, with a full disk named as such and without the CLI's own keys among the hyperparameters.
-
-    Its arguments are spelled out: Lightning's ``**kwargs`` make the CLI import and read ``SummaryWriter``
-    at every start (measured: 100-230 ms instead of 35 ms to build the logger's options).
-    """
+    """Lightning's, naming a full disk, without the CLI's keys among the hyperparameters, and without
+    ``**kwargs``, which make the CLI read ``SummaryWriter`` at every start (measured: 100-230 ms, not 35)."""
 
     stopped_by_full_disk = False
 
@@ -62,15 +55,8 @@ class TensorBoardLogger(Base):
         version: int | str | None = None,
         log_graph: bool = False,
         default_hp_metric: bool = True,
-        prefix: str = "",
-        sub_dir: str | Path | None = None,
-        max_queue: int = 10,
-        flush_secs: int = 120,
     ) -> None:
-        super().__init__(
-            save_dir, name, version, log_graph, default_hp_metric, prefix, sub_dir,
-            max_queue=max_queue, flush_secs=flush_secs,
-        )  # fmt: skip
+        super().__init__(save_dir, name, version, log_graph, default_hp_metric)
 
     experiment = property(naming_the_event_file(Base.experiment.fget))  # its first use writes the file
     log_metrics = naming_the_event_file(Base.log_metrics)
@@ -79,19 +65,17 @@ class TensorBoardLogger(Base):
 
     @naming_the_event_file
     def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
-        """Without LightningCLI's ``_instantiator``, ``_class_path``: not choices of the run (HParams tab)."""
+        """Without LightningCLI's ``_instantiator``, ``_class_path``: not choices of the run."""
         given = vars(params) if isinstance(params, Namespace) else params
         super().log_hyperparams({k: v for k, v in given.items() if not k.startswith("_")}, *args, **kwargs)
 
     @naming_the_event_file
     def finalize(self, status: str) -> None:
-        """Lightning finalizes after a full disk too: then the last flush would only fail again."""
-        with (
-            contextlib.suppress(OSError, ValueError)
-            if self.stopped_by_full_disk
-            else contextlib.nullcontext()
-        ):
+        try:
             super().finalize(status)
+        except (OSError, ValueError):
+            if not self.stopped_by_full_disk:  # Lightning finalizes after it too: its flush fails again
+                raise
 
 
 def tensorboard_logger(trainer: L.Trainer) -> loggers.TensorBoardLogger | None:
@@ -100,24 +84,38 @@ def tensorboard_logger(trainer: L.Trainer) -> loggers.TensorBoardLogger | None:
 
 
 def logging_step(trainer: L.Trainer) -> int:
-    """The step of the scalars Lightning logs now, for images to line up with: in a fit, its latest
-    optimizer step; after it, the next (with one optimizer step per batch, as automatic optimization)."""
+    """The step of the scalars Lightning logs now, for images to line up with: in a fit, its latest."""
     return trainer.global_step - (trainer.state.fn == "fit")
 
 
+def learning_rates(trainer: L.Trainer) -> dict[str, float]:
+    """Each optimizer's rate, named as ``LearningRateMonitor`` names it (``lr-AdamW``, ``lr-AdamW-1``,
+    ``lr-AdamW/pg2``): its naming is private and needs a logger."""
+    named = {id(config.scheduler.optimizer): config.name for config in trainer.lr_scheduler_configs}
+    seen: Counter[str] = Counter()
+    rates: dict[str, float] = {}
+    for optimizer in sorted(trainer.optimizers, key=lambda optimizer: id(optimizer) not in named):
+        name = named.get(id(optimizer))
+        if name is None:
+            kind = type(optimizer).__name__
+            name = "lr-" + kind + ("-" + str(seen[kind]) if seen[kind] else "")
+            seen[kind] += 1
+        groups = optimizer.param_groups
+        for index, group in enumerate(groups):
+            group_name = group.get("name", "pg" + str(index + 1) if len(groups) > 1 else None)
+            rates[name + "/" + group_name if group_name else name] = float(group["lr"])
+    return rates
+
+
 def wait_for(device: torch.device) -> None:
-    """Lets queued GPU work finish, so that a clock reading includes it (once per epoch, not per step)."""
+    """Lets queued GPU work finish, so that a clock reading includes it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 class EpochThroughput(Callback):
-    """Logs ``train/epoch_time_s`` (the whole epoch, validation included) and ``train/samples_per_s``
-    (samples trained on, all processes, per second of training alone) after every training epoch.
-
-    Lightning's ``ThroughputMonitor`` waits for the GPU after every batch; this adds up batch
-    sizes per step and waits, and gathers the processes' figures, once per epoch.
-    """
+    """Logs ``train/epoch_time_s`` and ``train/samples_per_s`` (all processes, training alone) per epoch:
+    Lightning's ``ThroughputMonitor`` waits for the GPU after every batch, this once per epoch."""
 
     start = validation_start = validation_s = 0.0
     samples = 0

@@ -1,8 +1,5 @@
-"""Export a checkpoint's network for inference without Lightning: ONNX, TorchScript or ``torch.export``.
-
-The file is written beside ``--output``, loaded back as a deployment would and compared with the PyTorch
-network on other batch sizes than the exported one; only then does it take ``--output``'s place.
-"""
+"""Export a checkpoint's network for inference without Lightning; the file takes ``--output``'s place only
+once, loaded back as a deployment would, it computes the network's outputs on other batch sizes."""
 
 import argparse
 import logging
@@ -18,43 +15,21 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from {{ cookiecutter.package_name }}.engine.run_files import unwritable
+from {{ cookiecutter.package_name }}.engine.predict import unwritable
 from {{ cookiecutter.package_name }}.engine.sizes import load_module
 
-ATOL = RTOL = 1e-4
-"""Parity tolerance on the outputs: other runtimes sum in another order, float32 agrees to ~1e-6."""
-EXAMPLE_BATCH_SIZE = 2
-"""Exported with 2 samples: ``torch.export`` would fix a batch dimension of 1 as a constant."""
-PARITY_BATCH_SIZES = (1, 16)
-"""Neither is the example's size, so the check also proves that the batch dimension is dynamic."""
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "torch_export": ".pt2"}
-INSTALL = 'pip install -e ".[export]"'
+ATOL = RTOL = 1e-4  # other runtimes sum in another order; float32 agrees to ~1e-6
+EXAMPLE_BATCH_SIZE = 2  # torch.export would fix a batch dimension of 1 as a constant
+PARITY_BATCH_SIZES = (1, 16)  # neither is the example's: the batch dimension must be dynamic
 DYNAMIC_BATCH = ({0: torch.export.Dim("batch")},)
 
 Runner = Callable[[Tensor], Tensor]
 
 
-class ExportError(Exception):
-    """A problem to report in one line, without a traceback; ``status`` 2 for bad input."""
-
-    def __init__(self, message: str, status: int = 1) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@contextmanager
-def quiet() -> Iterator[None]:
-    """Silences what the exporters say on every call about PyTorch itself, whatever the model."""
-    onnx_logger = logging.getLogger("torch.onnx")  # e.g. that torchvision's operators are not installed
-    level = onnx_logger.level
-    onnx_logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():  # TorchScript is deprecated, yet it is what LibTorch (C++) loads
-            warnings.filterwarnings("ignore", message=r"`(torch\.jit\.\w+|LightningModule\.to_torchscript)`")
-            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-            yield
-    finally:
-        onnx_logger.setLevel(level)
+def fail(message: str, status: int = 1) -> NoReturn:
+    """Stops in one line, without a traceback; status 2 for bad input."""
+    sys.stderr.write(f"error: {message}\n")
+    raise SystemExit(status)
 
 
 def to_torchscript(net: L.LightningModule, example: Tensor, path: Path) -> Runner:
@@ -74,16 +49,11 @@ def to_onnx(net: L.LightningModule, example: Tensor, path: Path) -> Runner:
         import onnxruntime
         import onnxscript  # noqa: F401  (the exporter needs it)
     except ImportError as error:
-        raise ExportError(f"format onnx needs the '{error.name}' package: {INSTALL}") from None
-    net.to_onnx(
-        path,
-        example,
-        dynamo=True,
-        input_names=["input"],
-        output_names=[getattr(net, "output_name", "output")],
-        dynamic_shapes=DYNAMIC_BATCH,
-        external_data=False,  # the weights inside the one file
-    )
+        fail(f"format onnx needs the '{error.name}' package: pip install -e \".[export]\"")
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)  # not that torchvision's operators are missing
+    output_names = [getattr(net, "output_name", "output")]
+    options = {"input_names": ["input"], "dynamic_shapes": DYNAMIC_BATCH, "external_data": False}  # one file
+    net.to_onnx(path, example, dynamo=True, output_names=output_names, **options)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return lambda x: torch.from_numpy(session.run(None, {"input": x.numpy()})[0])
 
@@ -93,6 +63,7 @@ EXPORTERS: dict[str, Callable[[L.LightningModule, Tensor, Path], Runner]] = {
     "torchscript": to_torchscript,
     "torch_export": to_torch_export,
 }
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt", "torch_export": ".pt2"}
 
 
 def load_network(ckpt_path: Path) -> tuple[L.LightningModule, Tensor]:
@@ -101,94 +72,63 @@ def load_network(ckpt_path: Path) -> tuple[L.LightningModule, Tensor]:
         model = load_module(ckpt_path, compile=False)
         examples = torch.load(ckpt_path, map_location="cpu", weights_only=True).get("example_input_array")
     except Exception as error:  # a file of any other kind fails in many ways: name the first
-        first_sentence = str(error).strip().split("\n")[0].split(". ")[0]
-        reason = f"not a checkpoint of train.py ({type(error).__name__}: {first_sentence})"
-        raise ExportError(f"ckpt_path: '{ckpt_path}' is {reason}", status=2) from None
+        reason = f"{type(error).__name__}: " + str(error).strip().split("\n")[0].split(". ")[0]
+        fail(f"ckpt_path: '{ckpt_path}' is not a checkpoint of train.py ({reason})", 2)
     if not isinstance(examples, Tensor) or len(examples) < 1:
-        raise ExportError(f"ckpt_path: '{ckpt_path}' keeps no example inputs to export with", status=2)
+        fail(f"ckpt_path: '{ckpt_path}' keeps no example inputs to export with", 2)
     return model.eval(), examples
-
-
-def batch_of(examples: Tensor, size: int) -> Tensor:
-    """``size`` inputs cycled from the examples: real values of the right dtype, any batch size."""
-    return examples[torch.arange(size) % len(examples)]
-
-
-def check_parity(net: L.LightningModule, runner: Runner, examples: Tensor) -> float:
-    """The largest absolute difference between the exported and the PyTorch outputs, or an error."""
-    largest = 0.0
-    for size in PARITY_BATCH_SIZES:
-        inputs = batch_of(examples.flip(0), size)  # other inputs than the exported example's
-        expected, actual = net(inputs), runner(inputs)
-        try:
-            torch.testing.assert_close(actual, expected, atol=ATOL, rtol=RTOL)
-        except AssertionError as error:
-            found = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
-            raise ExportError(f"parity: the exported model differs on a batch of {size}: {found}") from None
-        largest = max(largest, (actual - expected).abs().max().item())
-    return largest
-
-
-def output_problem(ckpt_path: Path, output: Path, overwrite: bool) -> str | None:
-    """The one-line error for an output path that would destroy a file or cannot be written, or None."""
-    if output.exists() and ckpt_path.exists() and output.samefile(ckpt_path):
-        return f"output: '{output}' is the checkpoint itself (--ckpt_path); name another file with --output"
-    if output.is_dir():
-        return f"output: '{output}' is a directory; name the file to write with --output"
-    if output.exists() and not overwrite:
-        return f"output: '{output}' exists; pass --overwrite to replace it"
-    reason = unwritable(output)
-    return f"output: '{output}' {reason}" if reason else None
 
 
 @contextmanager
 def written_beside(output: Path) -> Iterator[Path]:
-    """A hidden path beside ``output``, renamed to it at the end or removed on an error (a failed check,
-    Ctrl-C). Not ``checkpoint_io.replacing``: exporters need a path with the suffix, not a handle."""
+    """A hidden path with ``output``'s suffix (which exporters need), renamed to it at the end or removed
+    on any error (a failed check, Ctrl-C)."""
     partial = output.with_name(f".{output.stem}.partial{output.suffix}")
     try:
         yield partial
         os.replace(partial, output)
-    except BaseException:
+    finally:
         partial.unlink(missing_ok=True)
-        raise
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """Reports a bad argument in one line, not after argparse's usage text."""
-
     def error(self, message: str) -> NoReturn:
-        sys.stderr.write(f"error: {message}\n(for the arguments: {self.prog} --help)\n")
-        raise SystemExit(2)
+        """One line, not after argparse's usage text."""
+        fail(f"{message}\n(for the arguments: {self.prog} --help)", 2)
 
 
 def main(args: list[str] | None = None) -> Path:
     """Writes the checkpoint's network as ``--format`` and returns the file; exit status 2 for bad input."""
-    parser = OneLineParser(
-        prog="python export.py",
-        description="Export the network of a checkpoint and check that the file computes the same outputs.",
-    )
+    parser = OneLineParser(prog="python export.py", description=__doc__)
     parser.add_argument("--ckpt_path", type=Path, required=True, help="a checkpoint that train.py wrote")
     parser.add_argument("--format", required=True, choices=sorted(EXPORTERS), help="onnx: the export extra")
     parser.add_argument("--output", type=Path, help="default: the checkpoint's path with .onnx, .pt or .pt2")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     options = parser.parse_args(args)
-    if not options.ckpt_path.is_file():
-        parser.error(f"ckpt_path: no checkpoint file at '{options.ckpt_path}'")
-    output = options.output or options.ckpt_path.with_suffix(SUFFIXES[options.format])
-    try:
-        if problem := output_problem(options.ckpt_path, output, options.overwrite):
-            raise ExportError(problem, status=2)
-        net, examples = load_network(options.ckpt_path)
-        with quiet(), torch.no_grad(), written_beside(output) as partial:
-            runner = EXPORTERS[options.format](net, batch_of(examples, EXAMPLE_BATCH_SIZE), partial)
-            difference = check_parity(net, runner, examples)
-    except ExportError as error:
-        sys.stderr.write(f"error: {error}\n")
-        raise SystemExit(error.status) from None
-    sizes = " and ".join(map(str, PARITY_BATCH_SIZES))
-    print(
-        f"Exported {output} ({options.format}). Outputs match the PyTorch model within atol {ATOL}, rtol"
-        f" {RTOL} on batches of {sizes} (largest difference {difference:.2g})."
-    )
+    ckpt_path = options.ckpt_path
+    output = options.output or ckpt_path.with_suffix(SUFFIXES[options.format])
+    if not ckpt_path.is_file():
+        parser.error(f"ckpt_path: no checkpoint file at '{ckpt_path}'")
+    if output.exists() and output.samefile(ckpt_path):
+        fail(f"output: '{output}' is the checkpoint itself (--ckpt_path); name another file with --output", 2)
+    if output.is_file() and not options.overwrite:
+        fail(f"output: '{output}' exists; pass --overwrite to replace it", 2)
+    if reason := unwritable(output):
+        fail(f"output: '{output}' {reason}", 2)
+    net, examples = load_network(ckpt_path)
+    with warnings.catch_warnings(), torch.no_grad(), written_beside(output) as partial:
+        # TorchScript is deprecated, yet it is what LibTorch (C++) loads
+        warnings.filterwarnings("ignore", message=r"`(torch\.jit\.\w+|LightningModule\.to_torchscript)`")
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+        example = examples[torch.arange(EXAMPLE_BATCH_SIZE) % len(examples)]
+        runner = EXPORTERS[options.format](net, example, partial)
+        for size in PARITY_BATCH_SIZES:
+            inputs = examples.flip(0)[torch.arange(size) % len(examples)]  # other inputs than the example's
+            try:
+                torch.testing.assert_close(runner(inputs), net(inputs), atol=ATOL, rtol=RTOL)
+            except AssertionError as error:
+                found = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+                fail(f"parity: the exported model differs on a batch of {size}: {found}")
+    sizes = "batches of " + " and ".join(map(str, PARITY_BATCH_SIZES))
+    print(f"Exported {output} ({options.format}). Outputs match within atol {ATOL}, rtol {RTOL} ({sizes}).")
     return output

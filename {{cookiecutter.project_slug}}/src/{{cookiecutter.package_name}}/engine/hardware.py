@@ -1,6 +1,10 @@
 """Precision, TF32 and cuDNN's autotuner chosen for the hardware the run lands on (config value ``null``)."""
 
+import pkgutil
+
 import torch
+from jsonargparse import Namespace
+from lightning.pytorch.plugins.precision import Precision
 
 
 def uses_cuda(accelerator: object) -> bool:
@@ -8,8 +12,7 @@ def uses_cuda(accelerator: object) -> bool:
 
 
 def ampere_or_newer(accelerator: object) -> bool:
-    """Native bf16 and TF32. Not ``torch.cuda.is_bf16_supported()``: it counts emulation (V100, T4), where
-    bf16 is slower than the float16 of their tensor cores."""
+    """Native bf16 and TF32; not ``torch.cuda.is_bf16_supported()``, which counts emulation (V100, T4)."""
     return uses_cuda(accelerator) and torch.cuda.get_device_capability()[0] >= 8
 
 
@@ -31,3 +34,13 @@ def enable_tf32_if_supported(accelerator: object) -> bool:
 def auto_benchmark(accelerator: object, deterministic: object) -> bool:
     """cuDNN's autotuner, fastest per input shape, on CUDA unless the run must be deterministic."""
     return uses_cuda(accelerator) and deterministic in (False, None)
+
+
+def fill_in_hardware(trainer: Namespace) -> bool:
+    """Sets what the config leaves ``null`` (precision, autotuner) for the hardware; True if TF32 is on."""
+    plugins = [pkgutil.resolve_name(p.class_path) for p in trainer.plugins or [] if isinstance(p, Namespace)]
+    if trainer.precision is None and not any(issubclass(kind, Precision) for kind in plugins):
+        trainer.precision = auto_precision(trainer.accelerator)  # Lightning refuses it beside a plugin
+    if trainer.benchmark is None:
+        trainer.benchmark = auto_benchmark(trainer.accelerator, trainer.deterministic)
+    return enable_tf32_if_supported(trainer.accelerator)

@@ -1,11 +1,10 @@
-"""A run's results as plain files beside its checkpoints, for any logger or none: ``epochs.csv`` (one
-row per epoch), ``summary.json``, ``summary.md`` and ``curves.png`` (not ``metrics.csv``: CSVLogger's)."""
+"""A run's results as plain files beside its checkpoints, for any logger or none: ``epochs.csv``,
+``summary.json``, ``summary.md`` and ``curves.png``."""
 
 import csv
 import io
 import json
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -16,57 +15,15 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from {{ cookiecutter.package_name }}.engine.callbacks import model_checkpoint
 from {{ cookiecutter.package_name }}.engine.checkpoint_io import replacing
+from {{ cookiecutter.package_name }}.engine.dashboards import learning_rates
 
 STAGES = ("train", "val")
 SPEED = ("train/epoch_time_s", "train/samples_per_s")  # dashboards.EpochThroughput's: not a learning curve
 Row = dict[str, float]
 
 
-def learning_rates(trainer: L.Trainer) -> Row:
-    """Each optimizer's rate, named as ``LearningRateMonitor`` names it in TensorBoard (``lr-AdamW``,
-    ``-1`` for a second of a class, ``/pgN`` per group): its naming is private and needs a logger."""
-    named = {id(config.scheduler.optimizer): config.name for config in trainer.lr_scheduler_configs}
-    seen: Counter[type] = Counter()
-    rates: Row = {}
-    for optimizer in sorted(trainer.optimizers, key=lambda optimizer: id(optimizer) not in named):
-        name = named.get(id(optimizer))
-        if name is None:
-            count = seen[type(optimizer)]
-            seen[type(optimizer)] += 1
-            name = "lr-" + type(optimizer).__name__ + (f"-{count}" if count else "")
-        groups = optimizer.param_groups
-        for index, group in enumerate(groups):
-            group_name = group.get("name", f"pg{index + 1}" if len(groups) > 1 else None)
-            rates[f"{name}/{group_name}" if group_name else name] = float(group["lr"])
-    return rates
-
-
-def unwritable(path: Path) -> str | None:
-    """Why no file can be written at ``path``, or None: a one-line error before the work. Tries a write,
-    which also finds a read-only file system, or one that root's permissions do not tell."""
-    blocking = next((parent for parent in path.parents if parent.exists()), None)
-    if blocking is not None and not blocking.is_dir():
-        return f"cannot be written: '{blocking}' is a file, not a directory"
-    probe = path.with_name(f".{path.name}.partial")  # where checkpoint_io.replacing writes
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        probe.touch()
-        probe.unlink()
-    except OSError as error:
-        return f"cannot be written ({error.strerror or error})"
-    return None
-
-
-def read_epochs(path: Path) -> list[Row]:
-    """The rows of an ``epochs.csv`` without its empty cells; ``epoch`` and ``step`` as integers."""
-    with path.open(newline="", encoding="utf-8") as file:
-        rows = [{name: float(value) for name, value in row.items() if value} for row in csv.DictReader(file)]
-    return [{**row, "epoch": int(row["epoch"]), "step": int(row["step"])} for row in rows]
-
-
 def curve_names(rows: list[Row]) -> tuple[str, ...]:
-    """One panel per ``train/NAME`` or ``val/NAME`` (``NAME_epoch`` too: logged also per step) that
-    the rows hold, whatever the task: the loss first, then in the order of ``epochs.csv``."""
+    """One panel per ``train/NAME`` or ``val/NAME`` (or ``NAME_epoch``) in the rows: the loss first."""
     names = [
         name.partition("/")[2].removesuffix("_epoch")
         for row in rows
@@ -77,33 +34,28 @@ def curve_names(rows: list[Row]) -> tuple[str, ...]:
 
 
 def draw_curves(rows: list[Row], panels: tuple[str, ...], path: Path) -> None:
-    """Training and validation against the epoch, a panel per metric; a ``Figure`` without pyplot draws
-    without a display, and the import here keeps ``train.py --help`` fast."""
+    """A panel per metric against the epoch; a pyplot-free ``Figure`` needs no display, imported here
+    to keep ``train.py --help`` fast."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(5 * len(panels), 4), layout="constrained")
     for axes, metric in zip(figure.subplots(1, len(panels), squeeze=False)[0], panels, strict=True):
         for color, stage in enumerate(STAGES):  # a stage has one colour in every panel
-            names = (f"{stage}/{metric}_epoch", f"{stage}/{metric}")  # the loss is also logged per step
+            names = (stage + "/" + metric + "_epoch", stage + "/" + metric)
             points = [(row["epoch"], row[name]) for row in rows for name in names if name in row]
             if points:
-                axes.plot(*zip(*points, strict=True), marker="o", label=stage, color=f"C{color}")
+                axes.plot(*zip(*points, strict=True), marker="o", label=stage, color="C" + str(color))
         axes.set(title=metric, xlabel="epoch")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
         axes.legend()
-    with replacing(path) as file:  # written beside, then renamed: never half a file
+    with replacing(path) as file:
         figure.savefig(file, format="png", dpi=100)
 
 
 class RunFiles(Callback):
-    """Writes ``epochs.csv`` after every epoch, the curves after training, the summaries then and after
-    the test: on rank 0, from values equal on every rank, no collective; none in fast_dev_run.
-
-    The rows so far travel in every checkpoint, so that a resumed run keeps the epochs before it in any
-    directory; in its own, also those of ``epochs.csv`` that a checkpoint saved during validation lacks.
-    """
+    """Writes the files on rank 0 (none in fast_dev_run); the rows travel in each checkpoint for a resume."""
 
     def __init__(self) -> None:
         self.rows: list[Row] = []
@@ -111,10 +63,9 @@ class RunFiles(Callback):
         self.rates: Row = {}
         self.validated = False
         self.directory: Path | None = None
-        self.started = 0.0
+        self.started = time.monotonic()
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        self.started = self.started or time.monotonic()
         directory = Path(trainer.log_dir or trainer.default_root_dir)  # a collective: on every rank
         self.directory = directory if trainer.is_global_zero and not trainer.fast_dev_run else None
 
@@ -146,11 +97,18 @@ class RunFiles(Callback):
     def on_load_checkpoint(
         self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
-        if trainer.state.fn == TrainerFn.FITTING and self.directory is not None:  # not the test's best one
-            path = self.directory / "epochs.csv"
-            on_disk = read_epochs(path) if path.is_file() else []
-            by_epoch = {row["epoch"]: row for row in [*on_disk, *checkpoint.get("epochs_csv", [])]}
-            self.rows = [by_epoch[epoch] for epoch in sorted(by_epoch)]  # the checkpoint's rows win
+        if trainer.state.fn != TrainerFn.FITTING or self.directory is None:  # not the test's best one
+            return
+        path = self.directory / "epochs.csv"  # in its own directory: rows a checkpoint in validation lacks
+        with path.open(newline="", encoding="utf-8") if path.is_file() else io.StringIO() as file:
+            on_disk = [
+                {name: float(value) for name, value in row.items() if value} for row in csv.DictReader(file)
+            ]
+        by_epoch = {int(row["epoch"]): row for row in [*on_disk, *checkpoint.get("epochs_csv", [])]}
+        self.rows = [  # the checkpoint's rows win
+            {**by_epoch[epoch], "epoch": epoch, "step": int(by_epoch[epoch]["step"])}
+            for epoch in sorted(by_epoch)
+        ]
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.complete_epoch(trainer)
@@ -162,13 +120,12 @@ class RunFiles(Callback):
         self.write_summary(trainer)
 
     def complete_epoch(self, trainer: L.Trainer) -> None:
-        """Adds the ended epoch's row once the module has logged its metrics (its ``on_train_epoch_end``
-        runs after ours): at the checkpoint, the next epoch's start or the end of training."""
+        """Adds the ended epoch's row once the module's ``on_train_epoch_end`` (after ours) has logged."""
         if self.pending is None:
             return
         pending, self.pending = self.pending, None
         skipped = ("test/",) if self.validated else ("test/", "val/")  # not validated: stale val/ values
-        metrics = {  # per epoch; pending's rates are the epoch's, LearningRateMonitor's of its last log
+        metrics = {
             name: float(value)
             for name, value in sorted(trainer.callback_metrics.items())
             if not name.endswith("_step") and not name.startswith(skipped) and name not in pending
@@ -185,15 +142,15 @@ class RunFiles(Callback):
         if self.directory is None:
             return
         checkpoint = model_checkpoint(trainer) or ModelCheckpoint()  # none: an unused one's empty values
-        score = checkpoint.best_model_score
         saved = next((c for c in trainer.callbacks if isinstance(c, SaveConfigCallback)), None)  # type: ignore[attr-defined]
-        config = self.directory / saved.config_filename if saved is not None else None
-        given = saved.config.get("config") if saved is not None else None
-        metrics = sorted(trainer.callback_metrics.items())
+        config = self.directory / saved.config_filename if saved else None
+        score = checkpoint.best_model_score
         summary = {
             "run_directory": str(self.directory),
-            "config": str(config) if config is not None and config.is_file() else None,
-            "config_files_given": [str(path) for path in given or []],
+            "config": str(config) if config and config.is_file() else None,
+            "config_files_given": [
+                str(path) for path in (saved.config.get("config") if saved else None) or []
+            ],
             "epochs": trainer.current_epoch,  # those before a resume too: last_epoch's epoch + 1
             "steps": trainer.global_step,
             "wall_time_s": round(time.monotonic() - self.started, 1),
@@ -201,13 +158,15 @@ class RunFiles(Callback):
             "monitor": checkpoint.monitor,
             "best_score": float(score) if score is not None else None,
             "last_epoch": self.rows[-1] if self.rows else None,
-            "test": {name: float(value) for name, value in metrics if name.startswith("test/")},
+            "test": {
+                k: float(v) for k, v in sorted(trainer.callback_metrics.items()) if k.startswith("test/")
+            },
         }
         self.write("summary.json", json.dumps(summary, indent=2) + "\n")
         self.write("summary.md", markdown(summary))
 
     def write(self, name: str, text: str) -> None:
-        """Writes beside the file, then renames it there: a Ctrl-C leaves the previous file whole."""
+        """Writes beside the file, then renames it: a Ctrl-C leaves the previous file whole."""
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
             with replacing(self.directory / name) as file:
@@ -216,18 +175,15 @@ class RunFiles(Callback):
 
 def markdown(summary: dict[str, Any]) -> str:
     """The summary as a short Markdown page, for a pull request or a lab notebook."""
-
-    def cell(value: object) -> str:
-        text = f"{value:.4g}" if isinstance(value, float) else "" if value is None else str(value)
-        return text.replace("|", "\\|")
-
-    lines = ["# Run summary", "", "| | |", "|---|---|"]
-    for key in ("run_directory", "config", "epochs", "steps", "wall_time_s", "best_checkpoint"):
-        lines.append(f"| {key} | {cell(summary[key])} |")
+    keys = ("run_directory", "config", "epochs", "steps", "wall_time_s", "best_checkpoint")
+    run = {key: summary[key] for key in keys}
     if summary["monitor"] is not None:
-        lines.append(f"| best {summary['monitor']} | {cell(summary['best_score'])} |")
-    for title, metrics in (("Last epoch", summary["last_epoch"] or {}), ("Test", summary["test"])):
-        if metrics:
-            lines += ["", f"## {title}", "", "| metric | value |", "|---|---|"]
-            lines += [f"| {name} | {cell(value)} |" for name, value in metrics.items()]
+        run["best " + summary["monitor"]] = summary["best_score"]
+    lines = ["# Run summary", "", "| | |", "|---|---|"]
+    for title, values in (("", run), ("Last epoch", summary["last_epoch"] or {}), ("Test", summary["test"])):
+        if title and values:
+            lines += ["", "## " + title, "", "| metric | value |", "|---|---|"]
+        for name, value in values.items():
+            text = format(value, ".4g") if isinstance(value, float) else "" if value is None else str(value)
+            lines.append("| {} | {} |".format(name, text.replace("|", "\\|")))
     return "\n".join(lines) + "\n"

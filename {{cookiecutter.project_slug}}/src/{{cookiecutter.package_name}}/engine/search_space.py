@@ -1,8 +1,8 @@
-"""The search space file (``configs/search_space.yaml``): which config keys ``tune.py`` varies, and how;
-each ``params`` entry holds the arguments of Optuna's ``trial.suggest_<type>``."""
+"""The search space file (``configs/search_space.yaml``): which config keys ``tune.py`` varies, and how."""
 
 import dataclasses
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -38,27 +38,24 @@ class SearchSpace:
     def load(cls, path: Path, **overrides: Any) -> "SearchSpace":
         """The file, with the command line's ``overrides`` that are not None."""
         try:
-            given = {key: value for key, value in overrides.items() if value is not None}
-            space = cls(**(yaml.safe_load(path.read_text(encoding="utf-8")) or {}) | given)
+            entries = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            space = cls(**entries | {key: value for key, value in overrides.items() if value is not None})
         except (OSError, yaml.YAMLError, TypeError) as error:  # unreadable; an entry unknown or missing
             problem = str(error).split("__init__() ")[-1]
-            moved = [key for key in ("metric", "direction") if f"'{key}'" in problem]
-            if moved:  # the entries of earlier versions
-                problem = f"{moved[0]}: {SCORED_BY}"
-            raise SearchSpaceError(f"{path}: {problem}") from None
-        varied = [key for key in space.params or {} if key in ("monitor", "monitor_mode")]
+            moved = [key for key in ("metric", "direction") if f"'{key}'" in problem]  # earlier versions'
+            raise SearchSpaceError(f"{path}: " + (f"{moved[0]}: {SCORED_BY}" if moved else problem)) from None
+        varied = [key for key in space.params if key in ("monitor", "monitor_mode")]
         if varied:
             raise SearchSpaceError(f"params.{varied[0]}: {SCORED_BY}; it cannot vary from trial to trial")
         return space
 
     @property
     def study_dir(self) -> Path:
-        """The parent of every trial's logs, and of ``best.yaml``."""
         return Path(self.log_dir) / self.study_name
 
     def suggest(self, trial: optuna.Trial | None = None) -> dict[str, Any]:
-        """Each entry's ``trial.suggest_<type>``; without a trial, its first choice or ``low`` end, checked
-        by Optuna as a trial's values are, so that a wrong entry is named before the study starts."""
+        """Each entry's ``trial.suggest_<type>``; without a trial, its first choice or ``low``, checked by
+        Optuna as a trial's are, so that a wrong entry is named before the study starts."""
         values = {}
         for key, spec in self.params.items():
             arguments = dict(spec) if isinstance(spec, dict) else {}
@@ -70,12 +67,17 @@ class SearchSpace:
                 raise SearchSpaceError(f"params.{key}: {error!r} in {spec!r}") from None
         return values
 
+    def write_best(self, study: optuna.Study, metric: str, extra: list[str]) -> Path:
+        """The best trial as a config file that ``train.py`` runs as it is: the fixed and the tuned values."""
+        best, path = study.best_trial, self.study_dir / "best.yaml"
+        command = shlex.join(["python", "train.py", *extra, "--config", str(path)])
+        about = f"Trial {best.number} of study {self.study_name!r}: {metric} = {best.value:.4f}"
+        config = Namespace(**{**self.fixed, **best.params}).as_dict()  # dotted keys as nested mappings
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# {about}\n# {command}\n" + yaml.safe_dump(config))
+        return path
+
 
 def flags(values: dict[str, Any]) -> list[str]:
     """``--key=value`` as typed by hand: strings as they are, other values in JSON, which is YAML too."""
     return [f"--{key}={v if isinstance(v, str) else json.dumps(v)}" for key, v in values.items()]
-
-
-def nested(values: dict[str, Any]) -> dict[str, Any]:
-    """Dotted keys (``model.lr``) as nested mappings (``model: lr: ...``), the shape of a config file."""
-    return Namespace(**values).as_dict()

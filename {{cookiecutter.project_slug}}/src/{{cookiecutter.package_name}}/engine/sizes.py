@@ -1,10 +1,9 @@
 """Sizes the data declares before ``setup()``, passed by name to the task and network that take them.
-
 Ours because a plain ``link_arguments`` compute_fn fails for a size the data lacks, taken or not."""
 
 import inspect
 import pkgutil
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,37 +33,30 @@ def size_for(name: str, key: str, target: Callable[[], type], datamodule: L.Ligh
     parameter = takes(target_class, name)
     if parameter is None:
         return None
-    if hasattr(datamodule, name):
-        return getattr(datamodule, name)
-    if parameter.default is not inspect.Parameter.empty:
-        return parameter.default
+    if hasattr(datamodule, name) or parameter.default is not parameter.empty:
+        return getattr(datamodule, name, parameter.default)
     raise ValueError(
         f"{key}: {target_class.__name__} takes {name} from the data, but {type(datamodule).__name__}"
         f" does not declare it (set self.{name} in its __init__)"
     )
 
 
-def drop_sizes_not_taken(target: type, init_args: MutableMapping[str, Any]) -> None:
-    for name in SIZES:
-        if takes(target, name) is None:
-            init_args.pop(name, None)
-
-
-def record_model_config(
-    model: L.LightningModule, config: Namespace, datamodule: L.LightningDataModule
-) -> None:
-    """Leaves in ``model.hparams`` the class path and arguments ``load_from_checkpoint`` rebuilds it from,
-    also for a module that does not call ``save_hyperparameters()``; no size it does not take."""
-    model_class = class_of(config.class_path)
-    net = config.init_args.get("net")
-    if isinstance(net, Namespace) and isinstance(model.hparams.get("net"), dict):
-        drop_sizes_not_taken(class_of(net.class_path), model.hparams["net"].get("init_args", {}))
-    if "_class_path" not in model.hparams:
-        sizes = {name: getattr(datamodule, name) for name in SIZES if hasattr(datamodule, name)}
-        arguments = config.init_args.as_dict() | sizes
-        instantiator = "lightning.pytorch.cli.instantiate_module"  # what LightningCLI records
-        model.hparams.update({"_class_path": config.class_path, **arguments, "_instantiator": instantiator})
-    drop_sizes_not_taken(model_class, model.hparams)
+def record_model_config(model: L.LightningModule, config: Namespace, data: L.LightningDataModule) -> None:
+    """Leaves in ``model.hparams`` what ``load_from_checkpoint`` rebuilds it from, also without its own
+    ``save_hyperparameters()``; no size that the module or its ``net`` does not take."""
+    hparams = model.hparams
+    if "_class_path" not in hparams:
+        sizes = {name: getattr(data, name) for name in SIZES if hasattr(data, name)}
+        hparams.update({"_class_path": config.class_path, **config.init_args.as_dict(), **sizes})
+        hparams["_instantiator"] = "lightning.pytorch.cli.instantiate_module"  # what LightningCLI records
+    targets = [(type(model), hparams)]
+    net = hparams.get("net")
+    if isinstance(net, dict) and "class_path" in net:
+        targets.append((class_of(net["class_path"]), net.get("init_args", {})))
+    for target, arguments in targets:
+        for name in SIZES:
+            if takes(target, name) is None:
+                arguments.pop(name, None)
 
 
 def load_module(ckpt_path: str | Path, **overrides: Any) -> L.LightningModule:
@@ -72,7 +64,5 @@ def load_module(ckpt_path: str | Path, **overrides: Any) -> L.LightningModule:
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
     class_path = checkpoint.get("hyper_parameters", {}).get("_class_path")
     if not isinstance(class_path, str):
-        raise ValueError(
-            f"ckpt_path: '{ckpt_path}' records no model class path: not a checkpoint of train.py"
-        )
+        raise ValueError(f"ckpt_path: {ckpt_path} records no model class path: not a train.py checkpoint")
     return class_of(class_path).load_from_checkpoint(ckpt_path, map_location="cpu", **overrides)

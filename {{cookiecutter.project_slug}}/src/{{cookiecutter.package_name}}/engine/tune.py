@@ -1,19 +1,14 @@
-"""Hyperparameter search: ``python tune.py [--space FILE] [--n-trials N] [-- TRAINING FLAGS ...]``.
-
-Each trial is a run of ``cli.main`` (``train.py``) with the sampled values as flags, scored by the config's
-``monitor``; the study lives in a database, so the same command continues a stopped or killed search.
-"""
+"""Hyperparameter search: each trial is a ``train.py`` run scored by the config's ``monitor``, in a study
+kept in a database, so that the same command continues a stopped or killed search."""
 
 import argparse
 import contextlib
-import dataclasses
 import io
 import math
-import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import lightning as L
 import optuna
@@ -25,58 +20,43 @@ from optuna.trial import TrialState
 
 from {{ cookiecutter.package_name }}.engine.cli import main as train
 from {{ cookiecutter.package_name }}.engine.non_finite import NonFiniteLossError
-from {{ cookiecutter.package_name }}.engine.search_space import SearchSpace, SearchSpaceError, flags, nested
+from {{ cookiecutter.package_name }}.engine.search_space import SearchSpace, SearchSpaceError, flags
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
-LOCK_WAIT_S = 60
-"""How long to wait for another worker's SQLite lock: sqlite3's 5 s is too short for a loaded worker."""
+LOCK_WAIT_S = 60  # for another worker's SQLite lock: sqlite3's 5 s is too short for a loaded worker
 STORAGE_ERRORS = (sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError)
-
-
-class StorageLockedError(BaseException):
-    """SQLite stayed locked past ``LOCK_WAIT_S``. Not an ``Exception``: Optuna would record that as the
-    trial's failure in the locked storage, with a traceback for each failed write."""
-
-    def __init__(self, storage: str) -> None:
-        super().__init__(
-            f"storage {storage}: the database is locked: another process has held it for more than"
-            f" {LOCK_WAIT_S} s. Run the same command again once it is free (the study continues), or give"
-            " many workers a server database (--storage postgresql://...)"
-        )
-
-
-def locked(error: BaseException | None) -> bool:
-    """Whether SQLite's lock stopped a storage call, under SQLAlchemy's and Optuna's wrappers."""
-    while error is not None and "database is locked" not in str(error):
-        error = error.__cause__ or error.__context__
-    return error is not None
-
-
-class PatientStorage(optuna.storages.RDBStorage):
-    """Optuna's storage, whose heartbeat thread skips a beat on a locked SQLite file instead of dying
-    with a traceback; a trial is only given up after two silent intervals."""
-
-    def record_heartbeat(self, trial_id: int) -> None:
-        try:
-            super().record_heartbeat(trial_id)
-        except STORAGE_ERRORS as error:
-            if not locked(error):
-                raise
 
 
 class TrainingExitError(Exception):
     """The training CLI exited with this status (a bad value, Ctrl-C, SIGTERM); Optuna fails the trial."""
 
 
-@dataclasses.dataclass(frozen=True)
-class Objective:
-    """What scores a trial: the training config's monitored metric, and which way is better."""
+def stop_if_locked(error: BaseException | None, storage: str) -> None:
+    """Exits 1 with one line where SQLite's lock stopped a storage call; Optuna records no ``SystemExit``."""
+    while error is not None and "database is locked" not in str(error):
+        error = error.__cause__ or error.__context__
+    if error is not None:
+        sys.stderr.write(
+            f"error: storage {storage}: the database is locked: another process has held it for more than"
+            f" {LOCK_WAIT_S} s. Run the same command again once it is free (the study continues), or give"
+            " many workers a server database (--storage postgresql://...)\n"
+        )
+        raise SystemExit(1)
+
+
+class PatientStorage(optuna.storages.RDBStorage):
+    """Optuna's storage, whose heartbeat thread skips a refused beat (SQLite locked) instead of dying."""
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        with contextlib.suppress(*STORAGE_ERRORS):
+            super().record_heartbeat(trial_id)
+
+
+class Objective(NamedTuple):
+    """What scores a trial: the config's monitored metric, and ``minimize`` or ``maximize``."""
 
     metric: str
-    direction: str  # minimize | maximize, as Optuna says it
-
-    def __str__(self) -> str:
-        return f"{self.metric} ({self.direction})"
+    direction: str
 
 
 class ReportToTrial(Callback):
@@ -84,8 +64,7 @@ class ReportToTrial(Callback):
     Ours: Optuna's own callback (``optuna-integration``) pins Lightning versions and is not installed."""
 
     def __init__(self, trial: optuna.Trial, objective: Objective) -> None:
-        self.trial = trial
-        self.metric = objective.metric
+        self.trial, self.metric = trial, objective.metric
         self.better = min if objective.direction == "minimize" else max
         self.best: float | None = None
         self.diverged = False
@@ -96,13 +75,12 @@ class ReportToTrial(Callback):
         if self.metric not in trainer.callback_metrics:
             logged = sorted(trainer.callback_metrics)
             raise SearchSpaceError(f"monitor: {self.metric!r} is not logged; these are: {logged}")
-        value = float(trainer.callback_metrics[self.metric])
-        if not math.isfinite(value):
-            raise optuna.TrialPruned(f"{self.metric} is {value} after epoch {trainer.current_epoch}")
-        self.best = value if self.best is None else self.better(self.best, value)
-        self.trial.report(value, step=trainer.current_epoch)
-        if self.trial.should_prune():
-            raise optuna.TrialPruned(f"{self.metric} = {value:.4f} after epoch {trainer.current_epoch}")
+        value, epoch = float(trainer.callback_metrics[self.metric]), trainer.current_epoch
+        if math.isfinite(value):
+            self.best = value if self.best is None else self.better(self.best, value)
+            self.trial.report(value, step=epoch)
+        if not math.isfinite(value) or self.trial.should_prune():
+            raise optuna.TrialPruned(f"{self.metric} = {value:.4f} after epoch {epoch}")
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
@@ -130,37 +108,29 @@ def open_study(space: SearchSpace, objective: Objective) -> optuna.Study:
         pruner = getattr(optuna.pruners, settings.pop("name"))(**settings)
     except (KeyError, AttributeError, TypeError, ValueError) as error:
         raise SearchSpaceError(f"pruner: {error!r} (name: a class in optuna.pruners)") from None
+    name, direction = space.study_name, objective.direction
+    waits = {"connect_args": {"timeout": LOCK_WAIT_S}} if space.storage.startswith("sqlite") else {}
     try:
-        with warnings.catch_warnings():  # Optuna calls heartbeats experimental, not unreliable
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            timeout = {"timeout": LOCK_WAIT_S}
-            waits = {"connect_args": timeout} if space.storage.startswith("sqlite") else {}
+        # Optuna calls heartbeats experimental, not unreliable.
+        with warnings.catch_warnings(action="ignore", category=optuna.exceptions.ExperimentalWarning):
             storage = PatientStorage(
                 space.storage, engine_kwargs=waits, heartbeat_interval=space.heartbeat_seconds
             )
         study = optuna.create_study(
-            storage=storage,
-            study_name=space.study_name,
-            direction=objective.direction,
-            pruner=pruner,
-            load_if_exists=True,
+            storage=storage, study_name=name, direction=direction, pruner=pruner, load_if_exists=True
         )
         # Optuna loads a study with the direction it was created with, whatever is asked now.
         scored = Objective(study.user_attrs.get("monitor", objective.metric), study.direction.name.lower())
         if scored != objective:
             raise SearchSpaceError(
-                f"monitor: study {space.study_name!r} in {space.storage} scores its trials by {scored},"
-                f" this config by {objective}: name a new study (--study-name), or set monitor and"
-                " monitor_mode as the study has them"
+                "monitor: the study scores its trials by {} ({}), this config by {} ({}): name a new study"
+                " (--study-name) or set monitor and monitor_mode as it has".format(*scored, *objective)
             )
         study.set_user_attr("monitor", objective.metric)
         return study
     except (ImportError, ValueError, sqlalchemy.exc.SQLAlchemyError) as error:
-        if locked(error):
-            raise StorageLockedError(space.storage) from None
-        raise SearchSpaceError(
-            f"study {space.study_name!r} in {space.storage}: {error}".splitlines()[0]
-        ) from None
+        stop_if_locked(error, space.storage)
+        raise SearchSpaceError(f"study {name!r} in {space.storage}: {error}".splitlines()[0]) from None
 
 
 def run_trial(
@@ -178,59 +148,39 @@ def run_trial(
             raise optuna.TrialPruned("the training loss diverged") from None
         raise TrainingExitError(stop.code) from None
     except STORAGE_ERRORS as error:
-        if locked(error):  # reporting to the trial timed out: the trial stays unfinished
-            raise StorageLockedError(space.storage) from None
+        stop_if_locked(error, space.storage)  # reporting to the trial timed out: it stays unfinished
         raise
     if reporter.best is None:
         raise SearchSpaceError(f"monitor: no validation ran, so {objective.metric!r} has no value")
     return reporter.best
 
 
-def write_best(study: optuna.Study, space: SearchSpace, objective: Objective, extra: list[str]) -> Path:
-    """The best trial as a config file that ``train.py`` runs as it is: the fixed and the tuned values."""
-    best, path = study.best_trial, space.study_dir / "best.yaml"
-    command = shlex.join(["python", "train.py", *extra, "--config", str(path)])
-    about = f"Trial {best.number} of study {space.study_name!r}: {objective.metric} = {best.value:.4f}"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"# {about}\n# {command}\n" + yaml.safe_dump(nested({**space.fixed, **best.params})))
-    return path
-
-
 def main(default_config: Path, default_space: Path, argv: list[str] | None = None) -> optuna.Study:
     """Runs trials until the study holds ``n_trials`` finished ones; exit status as ``train.py``."""
     if argv is None:  # trials get their flags as arguments, and the CLI's messages name train.py
         argv, sys.argv = sys.argv[1:], ["train.py"]
-    own, extra = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
-    parser = argparse.ArgumentParser(
-        prog="tune.py",
-        description="Hyperparameter search with Optuna; every trial is a run of train.py.",
-        epilog="Flags after -- go to every trial (see python train.py --help), beneath the search space.",
-    )
+    parser = argparse.ArgumentParser(prog="tune.py", description="Hyperparameter search with Optuna.")
+    parser.add_argument("flags", nargs="*", help="after --: flags for every trial's train.py")
     parser.add_argument("--space", type=Path, default=default_space, help="search space file (%(default)s)")
     parser.add_argument("--n-trials", type=int, help="finished trials the study ends with, over all runs")
     parser.add_argument("--storage", help="database URL: sqlite:///FILE, postgresql://USER:PASSWORD@HOST/DB")
     parser.add_argument("--study-name", help="the study's name in the storage")
-    options = parser.parse_args(own)
+    overrides = vars(parser.parse_args(argv))  # n_trials, storage, study_name
+    path, extra = overrides.pop("space"), overrides.pop("flags")
     try:
-        space = SearchSpace.load(
-            options.space, n_trials=options.n_trials, storage=options.storage, study_name=options.study_name
-        )
+        space = SearchSpace.load(path, **overrides)
         config = resolve(default_config, [*extra, *flags({**space.fixed, **space.suggest()})])
         direction = "maximize" if config["monitor_mode"] == "max" else "minimize"
         objective = Objective(config["monitor"], direction)
         study = open_study(space, objective)
         done = len(study.get_trials(deepcopy=False, states=FINISHED))
-        print(
-            f"Study {space.study_name!r} in {space.storage}, scored by {objective}:"
-            f" {done} of {space.n_trials} trials finished"
+        print(f"Study {space.study_name!r} in {space.storage}: {done} of {space.n_trials} trials finished")
+        study.optimize(
+            lambda trial: run_trial(trial, space, objective, default_config, extra),
+            n_trials=space.n_trials - done,
+            # Stops once all processes on this storage together have n_trials.
+            callbacks=[MaxTrialsCallback(space.n_trials, states=FINISHED)],
         )
-        if done < space.n_trials:
-            study.optimize(
-                lambda trial: run_trial(trial, space, objective, default_config, extra),
-                n_trials=space.n_trials - done,
-                # Stops once all processes on this storage together have n_trials.
-                callbacks=[MaxTrialsCallback(space.n_trials, states=FINISHED)],
-            )
     except SearchSpaceError as error:
         sys.stderr.write(f"error: {error}\n")
         raise SystemExit(2) from None
@@ -239,13 +189,11 @@ def main(default_config: Path, default_space: Path, argv: list[str] | None = Non
         if code != 2:  # 2: the CLI has named the bad value; otherwise the study can go on later
             sys.stderr.write("The search stopped; the same command continues the study.\n")
         raise SystemExit(code) from None
-    except (StorageLockedError, Exception) as error:  # Optuna's own handling may fail on the lock too
-        if not locked(error):
-            raise
-        sys.stderr.write(f"error: {StorageLockedError(space.storage)}\n")
-        raise SystemExit(1) from None
+    except Exception as error:  # Optuna's own handling may fail on the lock too
+        stop_if_locked(error, space.storage)
+        raise
     if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         print(f"Best: trial {study.best_trial.number}, {objective.metric} = {study.best_value:.4f}")
-        print(f"Its config: {write_best(study, space, objective, extra)}")
+        print(f"Its config: {space.write_best(study, objective.metric, extra)}")
     print(f"Every trial: tensorboard --logdir {space.study_dir}")
     return study

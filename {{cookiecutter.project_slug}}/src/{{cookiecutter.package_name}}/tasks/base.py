@@ -1,8 +1,6 @@
-"""What every task shares: the network, its optimizer and schedule, weight initialisation, and the loss
-and metrics of each stage logged once per epoch. A task adds its loss, metrics and predictions."""
+"""What every task shares: the network, its optimizer and schedule, and each stage's loss and metrics,
+logged once per epoch. A task adds its loss, metrics and predictions."""
 
-import contextlib
-import inspect
 import math
 import re
 import warnings
@@ -25,38 +23,19 @@ from {{ cookiecutter.package_name }}.tasks.weight_init import WeightInit, initia
 
 Batch = tuple[Tensor, Tensor]
 STAGES = ("train", "val", "test")
-SPOKEN_NAMES = {"lr": "learning rate", "eps": "epsilon", "betas": "beta"}
-"""How torch's optimizers name these arguments in the errors they raise (``Invalid learning rate: -1``)."""
+SPOKEN_NAMES = {"lr": "learning rate", "eps": "epsilon", "betas": "beta"}  # as torch's errors word them
 
 
 def named_argument(message: str, make: Any) -> str | None:
-    """The argument of ``make`` (an optimizer class or partial) that an error message names first.
-
-    jsonargparse's partials carry every argument of the config as a keyword (their signature shows none).
-    """
-    names = list(getattr(make, "keywords", {}))
-    with contextlib.suppress(TypeError, ValueError):  # a callable without a readable signature
-        names += list(inspect.signature(make).parameters)
-    found = {
-        match.start(): name
-        for name in names
-        if (match := re.search(rf"\b{re.escape(SPOKEN_NAMES.get(name, name))}\b", message, re.IGNORECASE))
-    }
-    return found[min(found)] if found else None
+    """The argument an optimizer's error names: jsonargparse's partial ``make`` keeps them all as keywords."""
+    names = getattr(make, "keywords", {})
+    found = (name for name in names if re.search(rf"\b{SPOKEN_NAMES.get(name, name)}\b", message, re.I))
+    return next(found, None)
 
 
 class Task(L.LightningModule):
-    """A network trained on ``(inputs, targets)`` batches; nothing here depends on what the inputs are.
-
-    Args:
-        net: Any ``nn.Module`` (``model.net.class_path``); sizes it takes by name come from the data.
-        optimizer: Built with the network's parameters (``model.optimizer.class_path``).
-        scheduler: Any learning-rate scheduler, built from the optimizer by keyword; null: constant.
-        interval: Step the schedule after every optimizer ``step`` or every ``epoch``.
-        monitor: The monitored metric, set once at the top of the config; a plateau schedule reads it.
-        weight_init: How convolution and linear layers start (``default``: PyTorch's own).
-        compile: ``torch.compile`` the network in place; checkpoints stay interchangeable.
-    """
+    """A network trained on ``(inputs, targets)`` batches, whatever the inputs are; the schedule is stepped
+    each ``interval`` (a plateau schedule reads ``monitor``), ``weight_init`` starts the layers."""
 
     def __init__(
         self,
@@ -69,13 +48,13 @@ class Task(L.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        with warnings.catch_warnings():  # the network is saved as its config entry, not as an object
+        with warnings.catch_warnings():  # a network from a config is saved as its config entry
             warnings.filterwarnings("ignore", message=r"Attribute 'net' is an instance of `nn.Module`")
             self.save_hyperparameters()
         for name in ("net", "optimizer", "scheduler"):  # objects built in Python, not from a config
             if not isinstance(self.hparams.get(name), dict | None):
                 del self.hparams[name]
-        initialize_weights(net, weight_init)  # when built; a checkpoint's weights replace these
+        initialize_weights(net, weight_init)  # a checkpoint's weights replace these
         self.net, self.make_optimizer, self.make_scheduler = net, optimizer, scheduler
         self.interval, self.monitor = interval, monitor
         self.check_optimization()
@@ -85,29 +64,22 @@ class Task(L.LightningModule):
         self.metrics = nn.ModuleDict(
             {f"{stage}_": self.configure_metrics(stage).clone(prefix=f"{stage}/") for stage in STAGES}
         )
-        # Each epoch's mean loss over all samples of all processes; no NaN check, which would wait
-        # for the GPU every step (the non-finite guard watches the loss).
+        # No NaN check of the loss: it would wait for the device every step (the non-finite guard watches).
         self.losses = nn.ModuleDict({f"{stage}_": MeanMetric(nan_strategy="disable") for stage in STAGES})
 
     def check_optimization(self) -> None:
-        """Builds the optimizer and schedule once, aside: a value they reject stops before any work,
-        naming its key; a learning rate of 0, which trains nothing without a word, is warned of."""
+        """Builds the optimizer and schedule aside, so that a value they reject stops before any work."""
         try:
             optimizer = self.make_optimizer(self.net.parameters())
         except (ValueError, TypeError) as error:
             name = named_argument(str(error), self.make_optimizer)
             raise ValueError(f"model.optimizer{'.init_args.' + name if name else ''}: {error}") from error
-        scheduler = None
-        if self.make_scheduler is not None:
-            try:
-                scheduler = build_scheduler(self.make_scheduler, optimizer, horizon=100)
-            except (ValueError, TypeError) as error:
-                reason = str(error).removeprefix("model.scheduler: ")
-                raise ValueError(f"model.scheduler: {reason}") from error
+        try:
+            scheduler = build_scheduler(self.make_scheduler, optimizer, 100) if self.make_scheduler else None
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"model.scheduler: {error}") from error
         if isinstance(scheduler, ReduceLROnPlateau) and self.interval == "step":
-            raise ValueError(
-                "model.interval: ReduceLROnPlateau waits for the monitored metric; set it to epoch"
-            )
+            raise ValueError("model.interval: ReduceLROnPlateau steps on the monitored metric: set epoch")
         # The rates the run starts from: its schedule's (OneCycleLR's own max_lr), else the optimizer's.
         rates = getattr(scheduler, "base_lrs", None) or [group["lr"] for group in optimizer.param_groups]
         if all(rate == 0 for rate in rates):
@@ -128,8 +100,7 @@ class Task(L.LightningModule):
         return {"prediction": outputs}
 
     def forward(self, x: Tensor) -> Tensor:
-        # Inputs in the network's own precision (64-true: float64), as Lightning's loops convert batches;
-        # the model summary and the graph pass the data's example inputs unconverted.
+        # In the network's precision (64-true), also the example inputs of the model summary and graph.
         if isinstance(x, Tensor) and x.is_floating_point() and x.dtype != self.dtype:
             x = x.to(self.dtype)
         if torch.jit.is_tracing():  # TensorBoard's graph traces the plain network, compiled or not
@@ -144,10 +115,10 @@ class Task(L.LightningModule):
         except ValueError as error:  # outputs that do not fit the task: the network's config, not a bug
             if not names_a_setting(error):
                 raise
-            raise MisconfigurationException(str(error)) from error  # one line from train.py
-        self.metrics[f"{stage}_"].update(outputs.detach(), targets)  # computed and logged once per epoch
-        # Once per sample, so that the epoch's mean weighs samples, not batches: with
-        # nan_strategy="disable", MeanMetric ignores a `weight` (torchmetrics issue #3434).
+            raise MisconfigurationException(str(error)) from error
+        self.metrics[f"{stage}_"].update(outputs.detach(), targets)
+        # Per sample, so that the epoch's mean weighs samples: MeanMetric ignores a `weight` with
+        # nan_strategy="disable" (torchmetrics issue #3434).
         self.losses[f"{stage}_"].update(loss.detach().expand(len(targets)))
         return loss, outputs
 
@@ -160,11 +131,10 @@ class Task(L.LightningModule):
     def writes_step_logs(self) -> bool:
         """Whether Lightning writes this step to the loggers: each ``self.log`` call costs ~0.6 ms."""
         try:
-            trainer = self.trainer
+            every = self.trainer.log_every_n_steps
         except RuntimeError:  # a step called without a Trainer (a unit test)
             return False
-        every = trainer.log_every_n_steps
-        return bool(trainer.fast_dev_run) or (every > 0 and (self.global_step + 1) % every == 0)
+        return bool(self.trainer.fast_dev_run) or (every > 0 and (self.global_step + 1) % every == 0)
 
     # The outputs reach the callbacks' ``on_*_batch_end``: the task's dashboards draw from them.
     def validation_step(self, batch: Batch, batch_idx: int) -> Tensor:
@@ -188,15 +158,11 @@ class Task(L.LightningModule):
         self.log_epoch("test")
 
     def log_epoch(self, stage: str) -> None:
-        """Logs the epoch's loss and metrics over all processes, then starts them afresh.
-
-        Every collective (torchmetrics' ``compute``) runs here, in a hook every process calls in
-        the same order, and what is logged is then the same everywhere: so nothing is logged with
-        ``sync_dist``, which would start an all-reduce wherever it is first read (the bar, on rank 0).
-        """
+        """Computes (a collective) in a hook every process calls, so the values logged are the same
+        everywhere and need no ``sync_dist``, whose all-reduce would start wherever first read."""
         loss_name = "train/loss_epoch" if stage == "train" else f"{stage}/loss"
         values = {loss_name: self.losses[f"{stage}_"].compute(), **self.metrics[f"{stage}_"].compute()}
-        self.log_dict(values, prog_bar=stage != "train")  # (console.py quiets Lightning's sync_dist advice)
+        self.log_dict(values, prog_bar=stage != "train")
         self.metrics[f"{stage}_"].reset()
         self.losses[f"{stage}_"].reset()
 
@@ -214,7 +180,5 @@ class Task(L.LightningModule):
                 f" model.scheduler.init_args.{keyword}, or --model.scheduler null for a constant rate"
             )
         scheduler = build_scheduler(self.make_scheduler, optimizer, int(horizon or -1) if keyword else 0)
-        config: dict[str, Any] = {"scheduler": scheduler, "interval": self.interval}
-        if isinstance(scheduler, ReduceLROnPlateau):
-            config["monitor"] = self.monitor
+        config = {"scheduler": scheduler, "interval": self.interval, "monitor": self.monitor}  # plateau: read
         return {"optimizer": optimizer, "lr_scheduler": config}  # type: ignore[typeddict-item]

@@ -7,7 +7,7 @@ import lightning as L
 import torch.nn.functional as F
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from torch import Tensor
-from torchmetrics import MetricCollection
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from {{ cookiecutter.package_name }}.engine.predict import plain_columns
@@ -16,14 +16,8 @@ from {{ cookiecutter.package_name }}.tasks.dashboards import ConfusionMatrixImag
 
 
 class Classification(Task):
-    """A network that maps inputs to ``num_classes`` logits, trained with cross-entropy.
-
-    Args:
-        num_classes: Number of classes; from the data (its ``num_classes``).
-        class_names: Names of the classes, from the data where it has them; kept in checkpoints,
-            so that predictions name the classes the model was trained on.
-        **kwargs: The ``Task`` arguments: net, optimizer, scheduler, interval, weight_init, ...
-    """
+    """``num_classes`` logits per sample, trained with cross-entropy. ``class_names`` (from the data) are
+    kept in checkpoints, so that predictions name the classes the model was trained on."""
 
     output_name = "logits"
 
@@ -32,38 +26,37 @@ class Classification(Task):
         self.class_names = list(class_names) if class_names is not None else None
         super().__init__(**kwargs)
 
-    # Checked when each stage starts, once the data is set up and any checkpoint restored: a class
-    # folder added or renamed since training would otherwise shift every class name silently.
-    # (Resuming training is refused earlier, by the CLI's comparison of the checkpoint's settings.)
-    def on_validation_start(self) -> None:
-        self.check_data_classes()
-
-    def on_test_start(self) -> None:
-        self.check_data_classes()
-
-    def on_predict_start(self) -> None:
-        self.check_data_classes()
-
-    def check_data_classes(self) -> None:
-        """Stops, naming the difference, where the data's classes are not those this model learned."""
-        datamodule = self.trainer.datamodule
-        names = getattr(datamodule, "class_names", None)
+    def setup(self, stage: str) -> None:
+        """Stops where the data's classes are not the model's: a class folder added or renamed since
+        training would shift every class name silently (resuming is refused earlier, by the CLI)."""
+        data = self.trainer.datamodule
+        names = getattr(data, "class_names", None)
         if names is not None and self.class_names is not None and list(names) != self.class_names:
-            raise MisconfigurationException(class_difference(self.class_names, list(names)))
-        count = getattr(datamodule, "num_classes", None)
+            added = ", ".join(name for name in names if name not in self.class_names)
+            removed = ", ".join(name for name in self.class_names if name not in names)
+            changes = "; ".join(
+                f"{what}: {found}" for what, found in (("added", added), ("removed", removed)) if found
+            )
+            raise MisconfigurationException(
+                f"data: the checkpoint's classes are {self.class_names}; the data has {list(names)}"
+                f" ({changes or 'the same names in another order'}): predictions would name the wrong"
+                " classes; point the data at the classes the model was trained on, or train afresh"
+            )
+        count = getattr(data, "num_classes", None)
         if isinstance(count, int) and count != self.num_classes:
             raise MisconfigurationException(
                 f"data: the checkpoint's model has {self.num_classes} classes; the data has {count}"
             )
 
     def configure_metrics(self, stage: str) -> MetricCollection:
-        # validate_args=False: cross-entropy already rejects labels out of range, and the checks
-        # would wait for the GPU every step. Training tracks accuracy alone: it runs every step.
-        accuracy = MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)
-        if stage == "train":
-            return MetricCollection({"acc": accuracy})
-        f1 = MulticlassF1Score(self.num_classes, average="macro", validate_args=False)
-        return MetricCollection({"acc": accuracy, "f1": f1})
+        # validate_args=False: cross-entropy rejects labels out of range, and the checks would wait for
+        # the device every step. Training tracks accuracy alone: it is updated every step.
+        metrics: dict[str, Metric] = {
+            "acc": MulticlassAccuracy(self.num_classes, average="micro", validate_args=False)
+        }
+        if stage != "train":
+            metrics["f1"] = MulticlassF1Score(self.num_classes, average="macro", validate_args=False)
+        return MetricCollection(metrics)
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
         if outputs.dim() != 2 or outputs.shape[1] != self.num_classes:
@@ -74,8 +67,7 @@ class Classification(Task):
         return F.cross_entropy(outputs, targets)
 
     def predictions(self, outputs: Tensor) -> dict[str, Tensor]:
-        probabilities = outputs.softmax(dim=-1)
-        confidence, chosen = probabilities.max(dim=-1)
+        confidence, chosen = outputs.softmax(dim=-1).max(dim=-1)
         return {"prediction": chosen, "probability": confidence}
 
     def prediction_columns(self, columns: dict[str, Tensor]) -> dict[str, list[Any]]:
@@ -89,23 +81,8 @@ class Classification(Task):
     def score_predictions(self, columns: dict[str, Tensor]) -> str:
         if "target" not in columns:
             return ""
-        return (
-            f"accuracy {(columns['prediction'] == columns['target']).float().mean():.4f} against the targets"
-        )
+        accuracy = (columns["prediction"] == columns["target"]).float().mean()
+        return f"accuracy {accuracy:.4f} against the targets"
 
     def configure_callbacks(self) -> list[L.Callback]:
         return [ConfusionMatrixImage(), MisclassifiedExamples()]
-
-
-def class_difference(model: list[str], data: list[str]) -> str:
-    """One line: the classes a model learned, the data's, and what was added, removed or reordered."""
-    added = [name for name in data if name not in model]
-    removed = [name for name in model if name not in data]
-    changes = [
-        f"{what}: {', '.join(names)}" for what, names in (("added", added), ("removed", removed)) if names
-    ]
-    return (
-        f"data: the checkpoint's classes are {model}; the data has {data}"
-        f" ({'; '.join(changes) or 'the same names in another order'}): predictions would name the wrong"
-        " classes; point the data at the classes the model was trained on, or train afresh"
-    )

@@ -1,7 +1,5 @@
-"""The tasks' own TensorBoard dashboards, drawn from the outputs ``validation_step`` and ``test_step``
-return for ``(inputs, targets)`` batches; a task lists its own in ``configure_callbacks``. Without a
-TensorBoard logger they do nothing. Pictures are image tensors, numbers Text-tab tables: measured,
-2-3 ms an epoch, where a Matplotlib figure took 75 ms (torchmetrics' ``plot()``: 310 ms)."""
+"""The tasks' TensorBoard dashboards, drawn from what ``validation_step`` and ``test_step`` return; none
+without a TensorBoard logger. Image tensors and Markdown tables: 2-3 ms an epoch, a Matplotlib figure 75."""
 
 from collections.abc import Iterable
 from typing import Any
@@ -42,58 +40,50 @@ def class_name(pl_module: L.LightningModule, number: int) -> str:
 
 
 class ConfusionMatrixImage(Callback):
-    """Shows which classes the model mixes up after every validation (``val/confusion_matrix``): what to
-    act on, where accuracy only says how often. Accumulated on the device, summed over processes."""
+    """Which classes the model mixes up, after every validation: what to act on, where accuracy says
+    only how often. Counted on the device, summed over processes."""
 
     def __init__(self, tag: str = "val/confusion_matrix") -> None:
         self.tag = tag
         self.matrix: MulticlassConfusionMatrix | None = None
 
-    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        num_classes = getattr(pl_module, "num_classes", None)
-        self.matrix = None  # validate_args=False: its checks would wait for the device
-        if num_classes and tensorboard_logger(trainer) is not None and not trainer.sanity_checking:
-            self.matrix = MulticlassConfusionMatrix(num_classes, validate_args=False).to(pl_module.device)
-
     def on_validation_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, *args: int
     ) -> None:
-        if self.matrix is not None and isinstance(outputs, Tensor):
-            self.matrix.update(outputs.detach(), batch[1])
+        if tensorboard_logger(trainer) is None or trainer.sanity_checking or not isinstance(outputs, Tensor):
+            return
+        if self.matrix is None:  # validate_args=False: its checks would wait for the device
+            self.matrix = MulticlassConfusionMatrix(outputs.shape[-1], validate_args=False).to(outputs.device)
+        self.matrix.update(outputs.detach(), batch[1])
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = tensorboard_logger(trainer)
-        if self.matrix is None or logger is None or not self.matrix.update_called:
+        if self.matrix is None or logger is None:
             return
-        counts = self.matrix.compute().cpu()  # on every process: they sum their shares
+        counts, self.matrix = self.matrix.compute().cpu(), None  # on every process: they sum their shares
         if not trainer.is_global_zero:
             return
-        step, names = logging_step(trainer), [class_name(pl_module, i) for i in range(len(counts))]
         shares = counts / counts.sum(dim=1, keepdim=True).clamp(min=1)  # rare classes show as clearly
-        logger.experiment.add_image(self.tag, colour_image(shares), step)
+        logger.experiment.add_image(self.tag, colour_image(shares), logging_step(trainer))
         text = (
             "Image: rows are true classes, columns predictions; colour is the share of the row, dark purple"
             " (0) to yellow (1): the diagonal is each class's recall, bright cells off it the mix-ups."
         )
         if len(counts) <= 30:  # a table any wider is unreadable
+            names = [class_name(pl_module, number) for number in range(len(counts))]
             rows = ([name, *row] for name, row in zip(names, counts.tolist(), strict=True))
-            text += "\n\nCounts (rows true, columns predicted):\n\n" + markdown_table(
-                ["true ↓ predicted →", *names], rows
-            )
-        logger.experiment.add_text(self.tag, text, step)
+            table = markdown_table(["true ↓ predicted →", *names], rows)
+            text += "\n\nCounts (rows true, columns predicted):\n\n" + table
+        logger.experiment.add_text(self.tag, text, logging_step(trainer))
 
 
 class MisclassifiedExamples(Callback):
-    """After the test, shows up to ``max_images`` misclassified test samples (``test/misclassified``):
-    a table of their true and predicted classes, and for image inputs the images, row by row as in it.
-
-    The mistakes show what metrics cannot: mislabelled data, ambiguous inputs, a preprocessing bug.
-    Kept on the device, never more than ``max_images`` plus a batch; under DDP the first process's.
-    """
+    """After the test, up to ``max_images`` misclassified samples, their classes in a table and image
+    inputs drawn: mislabelled data, ambiguous inputs, a preprocessing bug. Rank 0's, kept on the device."""
 
     def __init__(self, max_images: int = 36, tag: str = "test/misclassified") -> None:
         self.max_images, self.tag = max_images, tag
-        self.kept: list[Tensor] = []
+        self.kept: list[Tensor] = []  # images, targets, predictions, confidence, wrong: mistakes first
         self.wrong: Tensor | None = None  # how many were misclassified, on the device
         self.seen = 0
 
@@ -114,7 +104,7 @@ class MisclassifiedExamples(Callback):
         self.seen += len(wrong)
         new = [images, targets, predictions, confidence, wrong]
         both = [torch.cat(pair) for pair in zip(self.kept, new, strict=True)] if self.kept else new
-        order = torch.argsort((~both[-1]).to(torch.uint8), stable=True)[: self.max_images]  # mistakes first
+        order = torch.argsort((~both[-1]).to(torch.uint8), stable=True)[: self.max_images]
         self.kept = [tensor[order] for tensor in both]
 
     def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -127,25 +117,28 @@ class MisclassifiedExamples(Callback):
             return
         *kept, wrong = (tensor.cpu() for tensor in self.kept)
         images, targets, predictions, confidence = (tensor[wrong] for tensor in kept)
-        shown = f"the first {len(targets)} (images 8 a row):" if len(targets) else "none to show."
-        text = f"{int(wrong_count)} of {int(total)} test samples misclassified; {shown}"
-        if len(targets):
-            rows = zip(targets.tolist(), predictions.tolist(), confidence.tolist(), strict=True)
-            table = [[k, class_name(pl_module, t), class_name(pl_module, p), f"{score:.2f}"]
-                     for k, (t, p, score) in enumerate(rows, start=1)]  # fmt: skip
-            text += "\n\n" + markdown_table(["#", "true", "predicted", "confidence"], table)
-        if len(targets) and images.dim() == 4:  # each stretched to its own range, enlarged, framed
+        text, step = f"{int(wrong_count)} of {int(total)} test samples misclassified; ", logging_step(trainer)
+        if not len(targets):
+            logger.experiment.add_text(self.tag, text + "none to show.", step)
+            return
+        rows = zip(targets.tolist(), predictions.tolist(), confidence.tolist(), strict=True)
+        table = [
+            [k, class_name(pl_module, true), class_name(pl_module, predicted), f"{score:.2f}"]
+            for k, (true, predicted, score) in enumerate(rows, start=1)
+        ]
+        header = ["#", "true", "predicted", "confidence"]
+        text += f"the first {len(targets)} (images 8 a row):\n\n" + markdown_table(header, table)
+        logger.experiment.add_text(self.tag, text, step)
+        if images.dim() == 4:  # each stretched to its own range, enlarged, framed; 8 a row
             low, high = images.amin(dim=(1, 2, 3), keepdim=True), images.amax(dim=(1, 2, 3), keepdim=True)
             images = enlarge(((images - low) / (high - low).clamp(min=1e-8) * 255).to(torch.uint8), 64)
             framed = torch.nn.functional.pad(images, (2, 2, 2, 2), value=80)
-            logger.experiment.add_images(self.tag, framed, logging_step(trainer))  # 8 a row
-        logger.experiment.add_text(self.tag, text, logging_step(trainer))
-        self.kept, self.wrong = [], None
+            logger.experiment.add_images(self.tag, framed, step)
 
 
 class PredictedAgainstTrue(Callback):
-    """After every validation, how many samples fall at each (true, predicted) value: the regression
-    counterpart of a confusion matrix (``val/predicted_vs_true``). Keeps ``max_points``, rank 0's."""
+    """How many samples fall at each (true, predicted) value, after every validation: the regression
+    counterpart of a confusion matrix. Keeps ``max_points``, rank 0's."""
 
     def __init__(self, max_points: int = 2000, tag: str = "val/predicted_vs_true", bins: int = 64) -> None:
         self.max_points, self.tag, self.bins = max_points, tag, bins
@@ -165,7 +158,7 @@ class PredictedAgainstTrue(Callback):
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         logger = tensorboard_logger(trainer)
-        if logger is None or not self.pairs or not trainer.is_global_zero:  # none in the sanity check
+        if logger is None or not self.pairs or not trainer.is_global_zero:
             return
         pairs = torch.cat(self.pairs).cpu()
         finite = pairs.isfinite().all(dim=1)  # a diverging model's NaN or inf has no place in the picture
@@ -175,11 +168,9 @@ class PredictedAgainstTrue(Callback):
         low, high = pairs.min().item(), pairs.max().item()
         counts = torch.histogramdd(pairs, bins=self.bins, range=[low, high + (high == low)] * 2).hist
         image = colour_image((counts.log1p() / counts.log1p().max()).flip(0))  # predicted grows upwards
-        diagonal = torch.arange(image.shape[-1])
-        image[:, len(diagonal) - 1 - diagonal, diagonal] = 255  # white: predicted = true
+        image[:, torch.eye(image.shape[-1], dtype=torch.bool).flip(0)] = 255  # white: predicted = true
         text = f"True value along x, predicted along y, both from {low:.4g} (bottom left) to {high:.4g};"
         text += f" colour: how many of {len(pairs)} samples (log scale); white line: predicted = true."
         text += f" {skipped} non-finite predictions left out." if skipped else ""
         logger.experiment.add_image(self.tag, image, logging_step(trainer))
         logger.experiment.add_text(self.tag, text, logging_step(trainer))
-        self.pairs = []

@@ -5,23 +5,15 @@ from typing import Any
 import lightning as L
 import torch.nn.functional as F
 from torch import Tensor
-from torchmetrics import MeanAbsoluteError, MeanSquaredError, MetricCollection, R2Score
+from torchmetrics import MeanAbsoluteError, MeanSquaredError, Metric, MetricCollection, R2Score
 
 from {{ cookiecutter.package_name }}.tasks.base import Task
 from {{ cookiecutter.package_name }}.tasks.dashboards import PredictedAgainstTrue
 
 
 class Regression(Task):
-    """A network that maps inputs to ``num_outputs`` real values, trained with the mean squared error.
-
-    Targets are best standardised by the data (mean 0, deviation 1), as the example's are: the
-    loss of a constant prediction is then 1, and a learning rate suits any unit.
-
-    Args:
-        num_outputs: Values per sample; from the data (its ``num_outputs``). With 1, outputs and
-            targets are one number per sample.
-        **kwargs: The ``Task`` arguments: net, optimizer, scheduler, interval, weight_init, ...
-    """
+    """``num_outputs`` real values per sample (with 1: one number, no trailing 1), trained with the mean
+    squared error; targets best standardised by the data, so that a learning rate suits any unit."""
 
     output_name = "prediction"
 
@@ -30,14 +22,11 @@ class Regression(Task):
         super().__init__(**kwargs)
 
     def configure_metrics(self, stage: str) -> MetricCollection:
-        # One number per metric, whatever num_outputs: the errors over all values of all outputs (as
-        # the predictions file is scored), R2 averaged over the outputs. Per-output tensors cannot be
-        # logged, and would stop a run with several outputs at its first validation.
-        metrics = {"mae": MeanAbsoluteError()}
-        if stage != "train":  # training tracks one metric: it is updated every step
-            metrics["rmse"] = MeanSquaredError(squared=False)
-            metrics["r2"] = R2Score(multioutput="uniform_average")
-        return MetricCollection(metrics)  # type: ignore[arg-type]
+        # One number each, over all outputs (a tensor per output cannot be logged); training: MAE alone.
+        metrics: dict[str, Metric] = {"mae": MeanAbsoluteError()}
+        if stage != "train":
+            metrics |= {"rmse": MeanSquaredError(squared=False), "r2": R2Score(multioutput="uniform_average")}
+        return MetricCollection(metrics)
 
     def forward(self, x: Tensor) -> Tensor:
         outputs = super().forward(x)

@@ -1,39 +1,30 @@
 """Weight initialisation chosen by name, once, when a module is built (never on a checkpoint load)."""
 
+from functools import partial
 from typing import Literal, get_args
 
 from torch import nn
 
 WeightInit = Literal[
     "default", "kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal", "orthogonal"
-]  # fmt: skip
+]
 """``default`` keeps PyTorch's per-layer initialisation; the others replace it in every layer."""
-
 SCHEMES = {
-    "kaiming_uniform": lambda weight: nn.init.kaiming_uniform_(weight, nonlinearity="relu"),
-    "kaiming_normal": lambda weight: nn.init.kaiming_normal_(weight, nonlinearity="relu"),
+    "kaiming_uniform": partial(nn.init.kaiming_uniform_, nonlinearity="relu"),
+    "kaiming_normal": partial(nn.init.kaiming_normal_, nonlinearity="relu"),
     "xavier_uniform": nn.init.xavier_uniform_,
     "xavier_normal": nn.init.xavier_normal_,
     "orthogonal": nn.init.orthogonal_,
 }
-WEIGHTED = (
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.Conv3d,
-    nn.ConvTranspose1d,
-    nn.ConvTranspose2d,
-    nn.ConvTranspose3d,
-)
-NORMS = (
-    nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm,
-    nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d,
-)  # fmt: skip
+CONVOLUTIONS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+WEIGHTED = (nn.Linear, *CONVOLUTIONS)
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+NORMS = (*BATCH_NORMS, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm)
 
 
 def initialize_weights(network: nn.Module, scheme: WeightInit) -> None:
-    """Applies ``scheme`` to every convolution and linear layer at any depth, zeroes their biases, and
-    sets normalisation layers to weight 1 and bias 0; draws from torch's global generator (the seed)."""
+    """Applies ``scheme`` to every convolution and linear layer, zeroes their biases, resets norms to 1 and 0;
+    draws from torch's global generator (the seed)."""
     if scheme not in get_args(WeightInit):
         choices = ", ".join(get_args(WeightInit))
         raise ValueError(f"model.weight_init: unknown scheme {scheme!r}; choose one of {choices}")
@@ -44,6 +35,6 @@ def initialize_weights(network: nn.Module, scheme: WeightInit) -> None:
             SCHEMES[scheme](layer.weight)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
-        elif isinstance(layer, NORMS) and getattr(layer, "weight", None) is not None:
+        elif isinstance(layer, NORMS) and layer.weight is not None:
             nn.init.ones_(layer.weight)
             nn.init.zeros_(layer.bias)
