@@ -24,10 +24,14 @@ from {{ cookiecutter.package_name }}.engine.run_identity import launch, newest_i
 
 
 class RichProgressBar(LightningRichProgressBar):
-    """Shows the run's time and what is left; reads metrics once a second (Lightning's: a GPU sync a step)."""
+    """Shows the run's time and what is left; reads metrics and redraws ``refresh_rate`` times a second
+    (Lightning's: a GPU sync every step, 100 redraws a second, 4% of a step on 2 CPU cores)."""
 
     drawn, start, first_epoch = -math.inf, 0.0, 0  # on time.monotonic(): the last redraw, the run's start
     end: float | None = None  # of the run, at the pace so far
+
+    def __init__(self, refresh_rate: int = 4, **kwargs: Any) -> None:
+        super().__init__(refresh_rate=refresh_rate, **kwargs)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)

@@ -49,10 +49,12 @@ class StopOnNonFiniteLoss(Callback):
             raise NonFiniteLossError(f"train/loss is {loss.item()} {self._where}")
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if not self._deferred or getattr(trainer.precision_plugin, "scaler", None) is not None:
+            return  # read at once, or a scaler skips such steps itself
         gradients = [p.grad for p in pl_module.parameters() if p.grad is not None]
-        if self._deferred and gradients and getattr(trainer.precision_plugin, "scaler", None) is None:
+        if gradients:
             finite = torch.nn.utils.get_total_norm(gradients).isfinite()
-            for gradient in gradients:  # on the device: nothing waits (a scaler skips such steps itself)
+            for gradient in gradients:  # on the device: nothing waits
                 gradient.masked_fill_(~finite.to(gradient.device), 0.0)
             self._gradients_finite = finite
 
