@@ -34,6 +34,8 @@ def test_overhead_prints_the_three_loops_and_the_ratio_last() -> None:
     assert step and abs(float(step[4]) - float(step[1]) / float(step[2])) <= 0.01, result.stdout
     besides = r"per epoch besides its training steps .*: A -?\d+ ms, B -?\d+ ms, C -?\d+ ms"
     assert re.search(besides, result.stdout), result.stdout
+    outside = r"per epoch outside its training steps, .*: A -?\d+ ms, C -?\d+ ms; A/C (-?[\d.]+|inf) \(target"
+    assert re.search(outside, result.stdout), result.stdout
     ratio = re.fullmatch(r"overhead ratio: (\d+\.\d\d)", lines[-1])
     assert ratio, lines[-1]
     assert abs(float(ratio[1]) - medians["A"] / medians["B"]) <= 0.01  # the last line: A/B of the medians
