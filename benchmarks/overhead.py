@@ -83,7 +83,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 from common import bake, machine, quiet_stdout, to_flags
 
 TARGET_A_OVER_C = 1.05  # the project adds at most 5% to Lightning's own loop, per epoch
-TARGET_REST_OVER_C = 2.0  # A's work per epoch besides the steps, at most twice C's
+TARGET_REST_OVER_C = 2.0  # A's work per epoch outside its steps, at most twice C's
 
 AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 """The Trainer precisions that B mirrors with ``torch.autocast``; 32-true runs B as it is."""

@@ -6,6 +6,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,7 +18,7 @@ from {{ cookiecutter.package_name }}.engine import callbacks
 from {{ cookiecutter.package_name }}.engine.callbacks import RichProgressBar
 from {{ cookiecutter.package_name }}.engine.console import CHATTER
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, QUICK_MODEL, TINY_RUN, train
 
 
 @pytest.mark.slow
@@ -57,6 +59,26 @@ def test_too_many_workers_are_named_once_with_the_key(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stderr.count(f"data.num_workers: {workers} workers") == 1
     assert "This DataLoader will create" not in done.stderr
+
+
+def test_the_bar_redraws_at_most_4_times_a_second(monkeypatch, tmp_path: Path) -> None:
+    """Lightning's thread redraws up to 100 times a second, ~1 ms each: 4% of a CPU run's time."""
+    import rich.live
+
+    redraws: list[str] = []
+    draw = rich.live.Live.refresh
+
+    def counted(live: rich.live.Live) -> None:
+        redraws.append(threading.current_thread().name)
+        draw(live)
+
+    monkeypatch.setattr(rich.live.Live, "refresh", counted)
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")  # Rich draws as on a terminal, as a user sees it
+    started = time.monotonic()
+    train(tmp_path, "--trainer.max_epochs", "2", *QUICK_MODEL, *TINY_RUN)
+    elapsed = time.monotonic() - started
+    by_thread = [name for name in redraws if name != threading.main_thread().name]
+    assert 1 <= len(by_thread) <= 4 * elapsed + 1, (len(by_thread), elapsed)
 
 
 def test_the_bar_shows_the_runs_time_and_what_is_left(monkeypatch) -> None:

@@ -25,7 +25,7 @@ from {{ cookiecutter.package_name }}.engine.run_identity import launch, newest_i
 
 class RichProgressBar(LightningRichProgressBar):
     """Shows the run's time and what is left; reads metrics and redraws ``refresh_rate`` times a second
-    (Lightning's: a GPU sync every step, 100 redraws a second, 4% of a step on 2 CPU cores)."""
+    (Lightning's: a GPU sync every step, 100 redraws a second, 4% of a CPU run's time)."""
 
     drawn, start, first_epoch = -math.inf, 0.0, 0  # on time.monotonic(): the last redraw, the run's start
     end: float | None = None  # of the run, at the pace so far
