@@ -24,8 +24,8 @@ from conftest import CONSTANT_LR, DEFAULT_CONFIG, PROJECT_ROOT, train
 ACCURACY = {"images": 0.9, "tabular": 0.95, "own": 0.8}
 """Test accuracy reached by each example's short run (SHORT_RUN) and by the user's own module's
 (commonest class: 0.1 of the digits, 0.71 of the cars (unacc), 0.49 of OWN_MODULE's rows)."""
-SHORT_RUN = {
-    "images": ("--trainer.max_epochs", "2", "--model.optimizer.init_args.lr", "0.01"),
+SHORT_RUN = {  # 3 epochs of images: after 2, test/acc was 0.89 on one CPU and over 0.9 on another
+    "images": ("--trainer.max_epochs", "3", "--model.optimizer.init_args.lr", "0.01"),
     "tabular": ("--trainer.max_epochs", "8"),
 }
 SMALL = {"images": ("--model.net.init_args.width", "8"), "tabular": ()}
