@@ -35,18 +35,19 @@ class StopOnNonFiniteLoss(Callback):
         self.monitor = monitor
         self._deferred = True
         self._unread: list[Step] = []
-        self._where = ""
+        self._where = ""  # of the step in flight, where its loss is read later
         self._gradients_finite: Tensor | None = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._deferred, self._unread = not reads_for_free(trainer), []
 
     def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
-        self._where = f"at epoch {trainer.current_epoch}, step {trainer.global_step}"
+        if self._deferred:
+            self._where = at(trainer)
 
     def on_before_backward(self, trainer: L.Trainer, pl_module: L.LightningModule, loss: Tensor) -> None:
         if not self._deferred and not math.isfinite(loss.item()):
-            raise NonFiniteLossError(f"train/loss is {loss.item()} {self._where}")
+            raise NonFiniteLossError(f"train/loss is {loss.item()} {at(trainer)}")  # before the step
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if not self._deferred or getattr(trainer.precision_plugin, "scaler", None) is not None:
@@ -83,8 +84,7 @@ class StopOnNonFiniteLoss(Callback):
         self._check(trainer)
         value = trainer.callback_metrics.get(self.monitor)
         if value is not None and not math.isfinite(value):  # the same on every process: all raise
-            where = f"at epoch {trainer.current_epoch}, step {trainer.global_step}"
-            raise NonFiniteLossError(f"{self.monitor} is {value.item()} {where}")
+            raise NonFiniteLossError(f"{self.monitor} is {value.item()} {at(trainer)}")
 
     def _check(self, trainer: L.Trainer) -> None:
         """Reads the kept steps in one wait, in a hook that every process calls: they all stop together."""
@@ -94,10 +94,15 @@ class StopOnNonFiniteLoss(Callback):
             (step.error(loss) for step, (loss, gradients) in flags if not (loss and gradients)), None
         )
         if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(error is not None, all=False):
-            seen = f"at epoch {trainer.current_epoch}, step {trainer.global_step}"
-            raise error or NonFiniteLossError(f"train/loss is non-finite on another process (seen {seen})")
+            seen = f"seen {at(trainer)}"
+            raise error or NonFiniteLossError(f"train/loss is non-finite on another process ({seen})")
         if error is not None:
             raise error
+
+
+def at(trainer: L.Trainer) -> str:
+    """Where the run is, for an error: "at epoch E, step S"."""
+    return f"at epoch {trainer.current_epoch}, step {trainer.global_step}"
 
 
 def reads_for_free(trainer: L.Trainer) -> bool:

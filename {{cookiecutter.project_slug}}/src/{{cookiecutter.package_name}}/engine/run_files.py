@@ -77,7 +77,8 @@ class RunFiles(Callback):
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:
-        self.rates = learning_rates(trainer)  # where LearningRateMonitor reads them: before the step
+        if batch_idx + 1 >= trainer.num_training_batches:  # the epoch's last step: read once, not per step
+            self.rates = learning_rates(trainer)  # where LearningRateMonitor reads them: before the step
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.validated = self.validated or not trainer.sanity_checking
@@ -85,7 +86,7 @@ class RunFiles(Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not self.rates and trainer.current_epoch in {row["epoch"] for row in self.rows}:
             return  # the end of a checkpoint's epoch, replayed on resume: its row is already kept
-        rates = self.rates or learning_rates(trainer)  # an epoch without a batch: the current ones
+        rates = self.rates or learning_rates(trainer)  # an epoch cut short or without batches: as they are
         self.pending = {"epoch": trainer.current_epoch, "step": trainer.global_step, **rates}
 
     def on_save_checkpoint(
