@@ -94,8 +94,8 @@ class StopOnNonFiniteLoss(Callback):
             (step.error(loss) for step, (loss, gradients) in flags if not (loss and gradients)), None
         )
         if trainer.world_size > 1 and trainer.strategy.reduce_boolean_decision(error is not None, all=False):
-            seen = f"seen {at(trainer)}"
-            raise error or NonFiniteLossError(f"train/loss is non-finite on another process ({seen})")
+            where = at(trainer)
+            raise error or NonFiniteLossError(f"train/loss is non-finite on another process (seen {where})")
         if error is not None:
             raise error
 
