@@ -13,7 +13,7 @@ REGRESSION_QUALITY = 0.30
 
 
 def test_generated_test_suite_passes(default_project: Path) -> None:
-    # About 3 to 6 minutes on 2 cores (real runs, DDP, torchrun, signals); the limit leaves room.
+    # About 7 minutes on 2 cores, spread over them by pytest-xdist (real runs, DDP, torchrun, signals).
     result = run(
         sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=default_project, timeout=1500
     )
