@@ -43,23 +43,13 @@ PRECISION = auto_precision("auto")
 """What the automatic choice gives on this machine: 32-true on CPU, mixed precision on GPUs."""
 
 
-def cores() -> int:
-    """The CPU cores this process may run on (a container's or a job's share, not the machine's)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
-    """``-n auto`` (pyproject's addopts): one worker more than the cores, for the seconds that tests wait
-    on a process, a lock or a timeout (2 cores, the full suite: 6:17 with 3 workers, 7:03 with 2)."""
-    return None if "PYTEST_XDIST_AUTO_NUM_WORKERS" in os.environ else cores() + 1
-
-
 def pytest_configure(config: pytest.Config) -> None:
-    """The workers share the cores: each worker, and each ``train.py`` it starts, takes its share of
-    torch's threads (2 cores, -m "not slow": 81 s, against 145 for one process with all of them)."""
+    """Under ``-n auto`` (pyproject's addopts) the workers share the cores: each worker, and each
+    ``train.py`` it starts, takes its share of torch's threads (2 cores, -m "not slow": 92-100 s, not 145)."""
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers and "OMP_NUM_THREADS" not in os.environ:
-        threads = max(1, cores() // int(workers))
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // int(workers))
         os.environ["OMP_NUM_THREADS"] = str(threads)
         torch.set_num_threads(threads)
 
