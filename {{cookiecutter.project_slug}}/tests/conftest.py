@@ -43,7 +43,7 @@ PRECISION = auto_precision("auto")
 """What the automatic choice gives on this machine: 32-true on CPU, mixed precision on GPUs."""
 
 
-def pytest_configure(config: pytest.Config) -> None:
+def pytest_configure() -> None:
     """Under ``-n auto`` (pyproject's addopts) the workers share the cores: each worker, and each
     ``train.py`` it starts, takes its share of torch's threads (2 cores, -m "not slow": 92-100 s, not 145)."""
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
